@@ -54,12 +54,13 @@ def _check_count(n: int) -> None:
 
 
 def _deadline(timeout: object) -> float:
-    try:
+    # As C's PyFloat_AsDouble: numbers only (float("1") would take a string).
+    if hasattr(type(timeout), "__float__"):
         seconds = float(timeout)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"must be real number, not {type(timeout).__name__}"
-        ) from None
+    elif hasattr(type(timeout), "__index__"):
+        seconds = float(operator.index(timeout))
+    else:
+        raise TypeError(f"must be real number, not {type(timeout).__name__}")
     if math.isnan(seconds):
         raise ValueError("Invalid value NaN (not a number)")
     if seconds > _TIMEOUT_MAX:
@@ -104,7 +105,7 @@ class Semaphore:
     ValueError.
     """
 
-    __slots__ = ("_mutex", "_value", "_max_value", "_fair", "_queue",
+    __slots__ = ("_mutex", "_count", "_max_value", "_fair", "_queue",
                  "_fork_generation", "_initialized", "__weakref__")
 
     def __init__(self, value: int = 1, *, fair: bool = True) -> None:
@@ -117,7 +118,7 @@ class Semaphore:
         if getattr(self, "_initialized", False):
             raise RuntimeError(f"{type(self).__name__}.__init__() called twice")
         self._mutex = _allocate_lock()
-        self._value = count
+        self._count = count
         self._max_value = max_value
         self._fair = bool(fair)
         self._queue: deque[_Waiter] = deque()
@@ -130,7 +131,7 @@ class Semaphore:
     def __repr__(self) -> str:
         cls = type(self)
         module = "fastsem" if cls.__module__ == __name__ else cls.__module__
-        return f"<{module}.{cls.__qualname__} at {id(self):#x}: value={self._value}>"
+        return f"<{module}.{cls.__qualname__} at {id(self):#x}: value={self._count}>"
 
     def _lock(self):  # type: ignore[no-untyped-def]
         if self._fork_generation != _fork_generation:
@@ -142,19 +143,19 @@ class Semaphore:
         return self._mutex
 
     def _can_take_now(self, n: int) -> bool:
-        return self._value >= n and (not self._fair or not self._queue)
+        return self._count >= n and (not self._fair or not self._queue)
 
     def _dispatch(self) -> None:
         """Serves the queue after the count grew or a waiter left."""
         queue = self._queue
         if self._fair:
-            while queue and queue[0].want <= self._value:
+            while queue and queue[0].want <= self._count:
                 waiter = queue.popleft()
-                self._value -= waiter.want
+                self._count -= waiter.want
                 waiter.state = _GRANTED
                 waiter.signal()
         else:
-            left = self._value
+            left = self._count
             for waiter in queue:
                 if waiter.want > left:
                     break
@@ -190,7 +191,7 @@ class Semaphore:
             self._raise_bad_count(n)
         with self._lock():
             if self._can_take_now(n):
-                self._value -= n
+                self._count -= n
                 return True
             if not blocking:
                 return False
@@ -212,7 +213,7 @@ class Semaphore:
                         # paused in a signal handler that forked): rejoin.
                         if waiter.state == _GRANTED or self._can_take_now(waiter.want):
                             if waiter.state != _GRANTED:
-                                self._value -= waiter.want
+                                self._count -= waiter.want
                             waiter.state = _DONE
                             return True
                         waiter.__init__(waiter.want)  # type: ignore[misc]
@@ -225,9 +226,9 @@ class Semaphore:
                     if waiter.state == _GRANTED:
                         waiter.state = _DONE
                         return True
-                    if not self._fair and waiter.want <= self._value:
+                    if not self._fair and waiter.want <= self._count:
                         # Non-fair: a woken waiter competes for free permits.
-                        self._value -= waiter.want
+                        self._count -= waiter.want
                         self._queue.remove(waiter)
                         waiter.state = _DONE
                         self._dispatch()
@@ -245,7 +246,7 @@ class Semaphore:
         """Takes the waiter out for good; permits granted meanwhile go on."""
         with self._lock():
             if waiter.state == _GRANTED:
-                self._value += waiter.want
+                self._count += waiter.want
             elif waiter.state == _WAITING and waiter in self._queue:
                 self._queue.remove(waiter)
             if waiter.state != _DONE:
@@ -261,11 +262,11 @@ class Semaphore:
         n = _as_count(n)
         _check_count(n)
         with self._lock():
-            if self._max_value >= 0 and n > self._max_value - self._value:
+            if self._max_value >= 0 and n > self._max_value - self._count:
                 raise ValueError("Semaphore released too many times")
-            if n > _COUNT_MAX - self._value:
+            if n > _COUNT_MAX - self._count:
                 raise OverflowError("semaphore value would overflow")
-            self._value += n
+            self._count += n
             self._dispatch()
 
     def __enter__(self) -> bool:
@@ -277,7 +278,12 @@ class Semaphore:
     @property
     def value(self) -> int:
         """Permits free now (a snapshot)."""
-        return self._value
+        return self._count
+
+    @property
+    def _value(self) -> int:
+        # threading.Semaphore's attribute, which some code reads.
+        return self._count
 
     @property
     def waiting(self) -> int:
@@ -307,7 +313,7 @@ class BoundedSemaphore(Semaphore):
         cls = type(self)
         module = "fastsem" if cls.__module__ == __name__ else cls.__module__
         return (f"<{module}.{cls.__qualname__} at {id(self):#x}: "
-                f"value={self._value}/{self._max_value}>")
+                f"value={self._count}/{self._max_value}>")
 
     @property
     def max_value(self) -> int:
