@@ -278,17 +278,19 @@ class Semaphore:
     @property
     def value(self) -> int:
         """Permits free now (a snapshot)."""
-        return self._count
+        with self._lock():
+            return self._count
 
     @property
     def _value(self) -> int:
         # threading.Semaphore's attribute, which some code reads.
-        return self._count
+        return self.value
 
     @property
     def waiting(self) -> int:
         """Threads queued in acquire() now (a snapshot)."""
-        return len(self._queue)
+        with self._lock():
+            return len(self._queue)
 
     @property
     def fair(self) -> bool:
@@ -313,7 +315,7 @@ class BoundedSemaphore(Semaphore):
         cls = type(self)
         module = "fastsem" if cls.__module__ == __name__ else cls.__module__
         return (f"<{module}.{cls.__qualname__} at {id(self):#x}: "
-                f"value={self._count}/{self._max_value}>")
+                f"value={self.value}/{self._max_value}>")
 
     @property
     def max_value(self) -> int:

@@ -1,0 +1,130 @@
+"""The C implementation against the pure-Python reference, driven by
+hypothesis: the same random operations, including queued waiter threads, must
+give the same results, values and queues."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import settings, strategies as st  # noqa: E402
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule  # noqa: E402
+
+import fastsem._pyfastsem as python_impl  # noqa: E402
+
+if os.environ.get("FASTSEM_NO_EXTENSIONS"):
+    pytest.skip("C implementation disabled", allow_module_level=True)
+import fastsem._cfastsem as c_impl  # noqa: E402
+
+MAX_WAITERS = 6
+
+
+class QueuedWaiter:
+    def __init__(self, sem, want: int) -> None:
+        self.granted = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(sem, want), daemon=True)
+        self.thread.start()
+
+    def _run(self, sem, want: int) -> None:
+        if sem.acquire(timeout=60, n=want):
+            self.granted.set()
+
+
+class CAgainstPython(RuleBasedStateMachine):
+    """Fair mode: every grant is decided inside release(), synchronously, so
+    after each step both semaphores must agree exactly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pair = None
+        self.waiters: list[tuple[QueuedWaiter, QueuedWaiter, int]] = []
+
+    @rule(value=st.integers(0, 4), bounded=st.booleans())
+    @precondition(lambda self: self.pair is None)
+    def create(self, value, bounded):
+        kind = "BoundedSemaphore" if bounded else "Semaphore"
+        self.bounded = bounded
+        self.pair = (getattr(c_impl, kind)(value), getattr(python_impl, kind)(value))
+
+    def both(self, method: str, *args, **kwargs):
+        outcomes = []
+        for sem in self.pair:
+            try:
+                outcomes.append(("ok", getattr(sem, method)(*args, **kwargs)))
+            except (ValueError, OverflowError, TypeError) as exc:
+                outcomes.append((type(exc).__name__, str(exc)))
+        assert outcomes[0] == outcomes[1], (method, args, kwargs, outcomes)
+        return outcomes[0]
+
+    @rule(n=st.integers(-1, 6))
+    @precondition(lambda self: self.pair is not None)
+    def try_acquire(self, n):
+        self.both("acquire", False, n=n)
+
+    @rule(n=st.integers(1, 5))
+    @precondition(lambda self: self.pair is not None)
+    def acquire_timeout_zero(self, n):
+        self.both("acquire", timeout=0, n=n)
+
+    @rule(n=st.integers(-1, 6))
+    @precondition(lambda self: self.pair is not None)
+    def release(self, n):
+        self.both("release", n)
+
+    @rule(n=st.integers(1, 4))
+    @precondition(lambda self: self.pair is not None and len(self.waiters) < MAX_WAITERS)
+    def queue_a_waiter(self, n):
+        c_sem, py_sem = self.pair
+        if self.bounded and n > py_sem.max_value:
+            return  # rejected at once; try_acquire covers that
+        expected = [c_sem.waiting, py_sem.waiting]
+        wc = QueuedWaiter(c_sem, n)
+        wp = QueuedWaiter(py_sem, n)
+        self.waiters.append((wc, wp, n))
+        # Either it was granted at once or it is queued: wait for one of them.
+        for sem, w, before in ((c_sem, wc, expected[0]), (py_sem, wp, expected[1])):
+            deadline = time.monotonic() + 10
+            while not (w.granted.is_set() or sem.waiting == before + 1):
+                assert time.monotonic() < deadline
+                time.sleep(0.0005)
+
+    @invariant()
+    def agree(self):
+        if self.pair is None:
+            return
+        c_sem, py_sem = self.pair
+        assert c_sem.value == py_sem.value
+        assert c_sem.waiting == py_sem.waiting
+        assert c_sem.value >= 0
+        if self.bounded:
+            assert c_sem.value <= c_sem.max_value
+
+    @invariant()
+    def same_waiters_granted(self):
+        for wc, wp, _ in self.waiters:
+            # Wait a little for a granted thread to report; then compare.
+            if wc.granted.is_set() != wp.granted.is_set():
+                wc.granted.wait(2) if wp.granted.is_set() else wp.granted.wait(2)
+            assert wc.granted.is_set() == wp.granted.is_set()
+
+    def teardown(self):
+        if self.pair is None:
+            return
+        for sem in self.pair:
+            while sem.waiting:
+                sem.release()  # never over a bound: the head wants more than is free
+                time.sleep(0.0005)
+        for wc, wp, _ in self.waiters:
+            wc.thread.join(10)
+            wp.thread.join(10)
+            assert not wc.thread.is_alive() and not wp.thread.is_alive()
+
+
+CAgainstPython.TestCase.settings = settings(
+    max_examples=int(os.environ.get("FASTSEM_HYPOTHESIS_EXAMPLES", "60")),
+    stateful_step_count=25, deadline=None)
+TestCAgainstPython = CAgainstPython.TestCase
