@@ -1,0 +1,9 @@
+from typing import Literal
+
+from ._cfastsem import BoundedSemaphore as BoundedSemaphore
+from ._cfastsem import Semaphore as Semaphore
+
+__version__: str
+__all__ = ["Semaphore", "BoundedSemaphore", "IMPLEMENTATION"]
+
+IMPLEMENTATION: Literal["c", "python"]

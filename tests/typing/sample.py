@@ -1,0 +1,32 @@
+"""Typed usage checked by mypy (tests/test_typing.py): the stubs must accept
+what the docs show and reject what the runtime rejects."""
+
+from __future__ import annotations
+
+import sys
+
+if sys.version_info >= (3, 11):
+    from typing import assert_type
+else:
+    from typing_extensions import assert_type
+
+import fastsem
+
+sem = fastsem.Semaphore(3, fair=False)
+assert_type(sem.acquire(), bool)
+assert_type(sem.acquire(False), bool)
+assert_type(sem.acquire(timeout=0.5, n=2), bool)
+sem.release(2)
+with sem as entered:
+    assert_type(entered, bool)
+assert_type(sem.value, int)
+assert_type(sem.waiting, int)
+assert_type(sem.fair, bool)
+
+bounded = fastsem.BoundedSemaphore(2)
+assert_type(bounded.max_value, int)
+base: fastsem.Semaphore = bounded
+
+sem.acquire(n=1.5)  # E: float is not a count
+sem.value = 3  # E: read-only property
+fastsem.Semaphore(fair=True, value=2, extra=1)  # E: no such argument
