@@ -392,6 +392,11 @@ int fs_sem_cancel(fs_sem *s, fs_waiter *w)
     if (w->state == FS_W_GRANTED) {
         // Granted in the same instant: hand the permits on, as a release would.
         st->value = saturating_add(st->value, w->want);
+        /* Granted permits are held, not free, so an over-release of a bounded
+         * semaphore was accepted while this node held them; it ends here: a
+         * bounded semaphore never has more than its bound. */
+        if (st->max_value >= 0 && st->value > st->max_value)
+            st->value = st->max_value;
         passed_on = 1;
     } else if (w->state == FS_W_WAITING && !waiter_was_dropped(s, w)) {
         queue_remove(&st->queue, w);

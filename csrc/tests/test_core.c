@@ -1,0 +1,1189 @@
+/*
+ * test_core.c - drives csrc/fastsem_core.c from many pthreads (no Python).
+ *
+ * Build (see run_tests.sh, which also builds TSan and ASan+UBSan variants):
+ *
+ *     gcc -O2 -Wall -Wextra -Werror -std=c11 -pthread -Icsrc \
+ *         csrc/tests/test_core.c csrc/fastsem_core.c -o test_core
+ *
+ * Environment:
+ *     FASTSEM_TEST_SCALE      multiplier for iteration counts (default 1.0;
+ *                             run_tests.sh uses less under the sanitizers)
+ *     FASTSEM_TEST_SKIP_FORK  1: skip the fork test; busy: skip only its part
+ *                             that forks while another thread is inside
+ *     FASTSEM_TEST_TIMEOUT    per-test watchdog in seconds (default 60)
+ *     FASTSEM_TEST_ONLY       run only the test of this name
+ *
+ * Every wait in the tests is bounded: a hang (a lost wake-up in the core)
+ * shows up as a failed WAIT_FOR or as the watchdog firing, never as a stuck
+ * run.
+ */
+#if !defined(_POSIX_C_SOURCE) || _POSIX_C_SOURCE < 200809L
+#undef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#include "fastsem_core.h"
+
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#if defined(__SANITIZE_THREAD__)
+#define FS_TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define FS_TEST_TSAN 1
+#endif
+#endif
+#ifndef FS_TEST_TSAN
+#define FS_TEST_TSAN 0
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Checks and helpers.                                                      */
+
+static const char *g_test = "?";
+
+static void fail_at(const char *file, int line, const char *expr)
+{
+    fprintf(stderr, "%s:%d: [%s] CHECK failed: %s\n", file, line, g_test, expr);
+    fflush(stdout);
+    fflush(stderr);
+    _exit(1); /* also from a forked child or a worker thread */
+}
+
+static void fail_eq(const char *file, int line, const char *a, const char *b,
+                    long long va, long long vb)
+{
+    fprintf(stderr, "%s:%d: [%s] CHECK failed: %s == %s (%lld != %lld)\n", file,
+            line, g_test, a, b, va, vb);
+    fflush(stdout);
+    fflush(stderr);
+    _exit(1);
+}
+
+#define CHECK(e)                                                               \
+    do {                                                                       \
+        if (!(e))                                                              \
+            fail_at(__FILE__, __LINE__, #e);                                   \
+    } while (0)
+
+#define CHECK_EQ(a, b)                                                         \
+    do {                                                                       \
+        long long va_ = (long long)(a), vb_ = (long long)(b);                  \
+        if (va_ != vb_)                                                        \
+            fail_eq(__FILE__, __LINE__, #a, #b, va_, vb_);                     \
+    } while (0)
+
+static double g_scale = 1.0;
+static unsigned g_timeout_s = 60;
+
+/* Sanitizers make everything slower: give a condition this long to happen. */
+#define WAIT_LIMIT_NS ((fs_time)10 * 1000000000)
+
+static void nap_us(long us)
+{
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+/* Polls until expr holds; fails the test after WAIT_LIMIT_NS. */
+#define WAIT_FOR(expr)                                                         \
+    do {                                                                       \
+        fs_time end_ = fs_now() + WAIT_LIMIT_NS;                               \
+        while (!(expr)) {                                                      \
+            if (fs_now() > end_)                                               \
+                fail_at(__FILE__, __LINE__, "timed out waiting for " #expr);   \
+            nap_us(50);                                                        \
+        }                                                                      \
+    } while (0)
+
+static int scaled(int n)
+{
+    double v = n * g_scale;
+    return v < 1 ? 1 : (int)v;
+}
+
+static uint64_t rnd(uint64_t *s)
+{
+    /* xorshift64*: cheap, per thread, reproducible from the seed */
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static void spin(unsigned n)
+{
+    for (volatile unsigned i = 0; i < n; i++)
+        ;
+}
+
+static void start_thread(pthread_t *th, void *(*fn)(void *), void *arg)
+{
+    CHECK(pthread_create(th, NULL, fn, arg) == 0);
+}
+
+static void join_thread(pthread_t th)
+{
+    CHECK(pthread_join(th, NULL) == 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* A waiting thread: acquire_or_enqueue + wait, records what happened.      */
+
+typedef struct order_rec {
+    pthread_mutex_t m;
+    int ids[64];
+    int n;
+} order_rec;
+
+static int order_count(order_rec *r)
+{
+    pthread_mutex_lock(&r->m);
+    int n = r->n;
+    pthread_mutex_unlock(&r->m);
+    return n;
+}
+
+static int order_at(order_rec *r, int i)
+{
+    pthread_mutex_lock(&r->m);
+    int id = r->ids[i];
+    pthread_mutex_unlock(&r->m);
+    return id;
+}
+
+typedef struct waiter_t {
+    fs_sem *s;
+    int id;
+    fs_count want;
+    double timeout_s;  /* > 0: deadline = start + timeout_s; else forever */
+    int release_after; /* give the permits back after the grant */
+    order_rec *rec;    /* optional: grant order */
+    long pause_us;     /* > 0: wait in slices of this long (FS_PAUSED, wait
+                          again), as the binding does to run signal handlers */
+    atomic_int first_rc; /* what acquire_or_enqueue said, -1 before */
+    atomic_int rc;       /* final status, -1 before */
+    pthread_t th;
+} waiter_t;
+
+static void *waiter_main(void *p)
+{
+    waiter_t *a = p;
+    fs_waiter w;
+    fs_time deadline = a->timeout_s > 0 ? fs_deadline_after(a->timeout_s) : FS_FOREVER;
+    int rc = fs_sem_acquire_or_enqueue(a->s, &w, a->want);
+    atomic_store(&a->first_rc, rc);
+    while (rc == FS_QUEUED) {
+        fs_time wake_by = a->pause_us > 0 ? fs_now() + (fs_time)a->pause_us * 1000 : FS_FOREVER;
+        rc = fs_sem_wait(a->s, &w, deadline, wake_by);
+        if (rc == FS_PAUSED)
+            rc = FS_QUEUED;
+    }
+    CHECK(rc == FS_OK || rc == FS_TIMEOUT);
+    if (rc == FS_OK && a->rec) {
+        pthread_mutex_lock(&a->rec->m);
+        a->rec->ids[a->rec->n++] = a->id;
+        pthread_mutex_unlock(&a->rec->m);
+    }
+    atomic_store(&a->rc, rc);
+    if (rc == FS_OK && a->release_after)
+        CHECK_EQ(fs_sem_release(a->s, a->want), FS_OK);
+    return NULL;
+}
+
+static void waiter_start_pausing(waiter_t *a, fs_sem *s, int id, fs_count want,
+                                 double timeout_s, int release_after,
+                                 order_rec *rec, long pause_us)
+{
+    a->s = s;
+    a->id = id;
+    a->want = want;
+    a->timeout_s = timeout_s;
+    a->release_after = release_after;
+    a->rec = rec;
+    a->pause_us = pause_us;
+    atomic_init(&a->first_rc, -1);
+    atomic_init(&a->rc, -1);
+    start_thread(&a->th, waiter_main, a);
+}
+
+static void waiter_start(waiter_t *a, fs_sem *s, int id, fs_count want,
+                         double timeout_s, int release_after, order_rec *rec)
+{
+    waiter_start_pausing(a, s, id, want, timeout_s, release_after, rec, 0);
+}
+
+static int waiter_rc(waiter_t *a)
+{
+    return atomic_load(&a->rc);
+}
+
+/* ------------------------------------------------------------------------ */
+/* basic: argument errors and counting, single-threaded.                    */
+
+static void test_basic(void)
+{
+    fs_sem s;
+    for (int fair = 0; fair <= 1; fair++) {
+        CHECK_EQ(fs_sem_init(&s, -1, -1, fair), FS_EINVAL);
+        CHECK_EQ(fs_sem_init(&s, -1, 3, fair), FS_EINVAL);
+        CHECK_EQ(fs_sem_init(&s, 4, 3, fair), FS_EINVAL);
+        CHECK_EQ(fs_sem_init(&s, LLONG_MIN, -1, fair), FS_EINVAL);
+
+        /* Bounded, starting full. */
+        CHECK_EQ(fs_sem_init(&s, 3, 3, fair), FS_OK);
+        CHECK_EQ(fs_sem_value(&s), 3);
+        CHECK_EQ(fs_sem_waiting(&s), 0);
+        CHECK_EQ(fs_sem_try_acquire(&s, 2), FS_OK);
+        CHECK_EQ(fs_sem_value(&s), 1);
+        CHECK_EQ(fs_sem_try_acquire(&s, 2), FS_WOULD_BLOCK);
+        CHECK_EQ(fs_sem_value(&s), 1);
+        CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_OK);
+        CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_WOULD_BLOCK);
+        CHECK_EQ(fs_sem_value(&s), 0);
+        /* n < 1 */
+        CHECK_EQ(fs_sem_try_acquire(&s, 0), FS_EINVAL);
+        CHECK_EQ(fs_sem_try_acquire(&s, -1), FS_EINVAL);
+        CHECK_EQ(fs_sem_try_acquire(&s, LLONG_MIN), FS_EINVAL);
+        CHECK_EQ(fs_sem_release(&s, 0), FS_EINVAL);
+        CHECK_EQ(fs_sem_release(&s, -5), FS_EINVAL);
+        CHECK_EQ(fs_sem_release(&s, LLONG_MIN), FS_EINVAL);
+        fs_waiter w;
+        CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 0), FS_EINVAL);
+        CHECK_EQ(fs_sem_waiting(&s), 0);
+        /* More than the bound can ever hold: an error, not a wait forever. */
+        CHECK_EQ(fs_sem_try_acquire(&s, 4), FS_EINVAL);
+        CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 4), FS_EINVAL);
+        CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, LLONG_MAX), FS_EINVAL);
+        CHECK_EQ(fs_sem_waiting(&s), 0);
+        CHECK_EQ(fs_sem_value(&s), 0);
+        /* Release up to the bound, and no further. */
+        CHECK_EQ(fs_sem_release(&s, 3), FS_OK);
+        CHECK_EQ(fs_sem_value(&s), 3);
+        CHECK_EQ(fs_sem_release(&s, 1), FS_OVER_BOUND);
+        CHECK_EQ(fs_sem_release(&s, LLONG_MAX), FS_OVER_BOUND);
+        CHECK_EQ(fs_sem_value(&s), 3);
+        CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_OK);
+        CHECK_EQ(fs_sem_release(&s, 2), FS_OVER_BOUND);
+        CHECK_EQ(fs_sem_value(&s), 2);
+        CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+        CHECK_EQ(fs_sem_value(&s), 3);
+        /* acquire_or_enqueue takes at once when it can. */
+        CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 3), FS_OK);
+        CHECK_EQ(fs_sem_value(&s), 0);
+        CHECK_EQ(fs_sem_waiting(&s), 0);
+        CHECK_EQ(fs_sem_release(&s, 3), FS_OK);
+        fs_sem_destroy(&s);
+
+        /* A bound of 0 holds nothing. */
+        CHECK_EQ(fs_sem_init(&s, 0, 0, fair), FS_OK);
+        CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_EINVAL);
+        CHECK_EQ(fs_sem_release(&s, 1), FS_OVER_BOUND);
+        CHECK_EQ(fs_sem_value(&s), 0);
+        fs_sem_destroy(&s);
+
+        /* Unbounded (any negative max_value), up to the edge of fs_count. */
+        CHECK_EQ(fs_sem_init(&s, LLONG_MAX - 1, -7, fair), FS_OK);
+        CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+        CHECK_EQ(fs_sem_value(&s), LLONG_MAX);
+        CHECK_EQ(fs_sem_release(&s, 1), FS_OVERFLOW);
+        CHECK_EQ(fs_sem_release(&s, LLONG_MAX), FS_OVERFLOW);
+        CHECK_EQ(fs_sem_value(&s), LLONG_MAX);
+        CHECK_EQ(fs_sem_try_acquire(&s, LLONG_MAX), FS_OK);
+        CHECK_EQ(fs_sem_value(&s), 0);
+        CHECK_EQ(fs_sem_release(&s, LLONG_MAX), FS_OK);
+        CHECK_EQ(fs_sem_try_acquire(&s, LLONG_MAX - 5), FS_OK);
+        CHECK_EQ(fs_sem_value(&s), 5);
+        CHECK_EQ(fs_sem_release(&s, LLONG_MAX - 4), FS_OVERFLOW);
+        CHECK_EQ(fs_sem_value(&s), 5);
+        CHECK_EQ(fs_sem_release(&s, LLONG_MAX - 5), FS_OK);
+        CHECK_EQ(fs_sem_value(&s), LLONG_MAX);
+        fs_sem_destroy(&s);
+
+        CHECK_EQ(fs_sem_init(&s, 0, -1, fair), FS_OK);
+        CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_WOULD_BLOCK);
+        CHECK_EQ(fs_sem_release(&s, 2), FS_OK);
+        CHECK_EQ(fs_sem_try_acquire(&s, 3), FS_WOULD_BLOCK);
+        CHECK_EQ(fs_sem_try_acquire(&s, 2), FS_OK);
+        fs_sem_destroy(&s);
+    }
+
+    /* Time helpers. */
+    fs_time now = fs_now();
+    CHECK(now > 0);
+    CHECK(fs_deadline_after(0) >= now);
+    CHECK(fs_deadline_after(0) <= fs_now());
+    CHECK(fs_deadline_after(-1) <= fs_now());
+    CHECK(fs_deadline_after(NAN) <= fs_now());
+    CHECK_EQ(fs_deadline_after(1e300), FS_FOREVER);
+    CHECK_EQ(fs_deadline_after(INFINITY), FS_FOREVER);
+    CHECK(fs_deadline_after(0.001) >= now + 1000000);
+    CHECK(fs_deadline_after(1e-9) > now);
+}
+
+/* ------------------------------------------------------------------------ */
+/* fifo_order: grants follow arrival order.                                 */
+
+#define FIFO_K 16
+
+static void test_fifo_order(void)
+{
+    fs_sem s;
+    order_rec rec;
+    waiter_t ws[FIFO_K];
+    CHECK_EQ(fs_sem_init(&s, 0, -1, 1), FS_OK);
+    CHECK(pthread_mutex_init(&rec.m, NULL) == 0);
+
+    /* One release at a time: the i-th arrival gets the i-th permit. */
+    rec.n = 0;
+    for (int i = 0; i < FIFO_K; i++) {
+        /* odd ones wait in 300us slices: pausing must not cost the place */
+        waiter_start_pausing(&ws[i], &s, i, 1, 0, 0, &rec, i % 2 ? 300 : 0);
+        WAIT_FOR(fs_sem_waiting(&s) == (size_t)i + 1);
+        WAIT_FOR(atomic_load(&ws[i].first_rc) != -1);
+        CHECK_EQ(atomic_load(&ws[i].first_rc), FS_QUEUED);
+    }
+    for (int i = 0; i < FIFO_K; i++) {
+        CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+        /* Fair handoff is synchronous: the queue shrank inside release. */
+        CHECK_EQ(fs_sem_waiting(&s), FIFO_K - i - 1);
+        CHECK_EQ(fs_sem_value(&s), 0);
+        WAIT_FOR(order_count(&rec) == i + 1);
+        CHECK_EQ(order_at(&rec, i), i);
+    }
+    for (int i = 0; i < FIFO_K; i++) {
+        join_thread(ws[i].th);
+        CHECK_EQ(waiter_rc(&ws[i]), FS_OK);
+    }
+    CHECK_EQ(fs_sem_value(&s), 0);
+
+    /* release(K) at once: everybody goes. */
+    rec.n = 0;
+    for (int i = 0; i < FIFO_K; i++) {
+        waiter_start(&ws[i], &s, i, 1, 0, 0, &rec);
+        WAIT_FOR(fs_sem_waiting(&s) == (size_t)i + 1);
+    }
+    CHECK_EQ(fs_sem_release(&s, FIFO_K), FS_OK);
+    CHECK_EQ(fs_sem_waiting(&s), 0);
+    CHECK_EQ(fs_sem_value(&s), 0);
+    WAIT_FOR(order_count(&rec) == FIFO_K);
+    for (int i = 0; i < FIFO_K; i++) {
+        join_thread(ws[i].th);
+        CHECK_EQ(waiter_rc(&ws[i]), FS_OK);
+    }
+
+    /* Mixed sizes, one big release that does not cover everybody: a prefix
+     * of the queue goes, in order. wants: 1 2 1 3 1 ; release(5) -> 1,2,1
+     * granted (4 used), head now wants 3 > 1 left. */
+    static const fs_count wants[] = {1, 2, 1, 3, 1};
+    const int nw = (int)(sizeof wants / sizeof wants[0]);
+    rec.n = 0;
+    for (int i = 0; i < nw; i++) {
+        waiter_start_pausing(&ws[i], &s, i, wants[i], 0, 0, &rec, i % 2 ? 0 : 300);
+        WAIT_FOR(fs_sem_waiting(&s) == (size_t)i + 1);
+    }
+    CHECK_EQ(fs_sem_release(&s, 5), FS_OK);
+    CHECK_EQ(fs_sem_waiting(&s), 2);
+    CHECK_EQ(fs_sem_value(&s), 1);
+    WAIT_FOR(order_count(&rec) == 3);
+    nap_us(2000);
+    CHECK_EQ(order_count(&rec), 3);
+    CHECK_EQ(waiter_rc(&ws[3]), -1);
+    CHECK_EQ(waiter_rc(&ws[4]), -1);
+    CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_WOULD_BLOCK);
+    CHECK_EQ(fs_sem_release(&s, 3), FS_OK); /* 4 free: 3 to id 3, 1 to id 4 */
+    WAIT_FOR(order_count(&rec) == 5);
+    CHECK_EQ(fs_sem_value(&s), 0);
+    for (int i = 0; i < nw; i++) {
+        join_thread(ws[i].th);
+        CHECK_EQ(waiter_rc(&ws[i]), FS_OK);
+    }
+    /* Grants happen in queue order inside one release, but the threads
+     * record in whatever order they wake: only check the set per batch. */
+    int seen = 0;
+    for (int i = 0; i < 3; i++)
+        seen |= 1 << order_at(&rec, i);
+    CHECK_EQ(seen, 0x7);
+
+    pthread_mutex_destroy(&rec.m);
+    fs_sem_destroy(&s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* no_barging: a released permit goes to the queued waiter, not the releaser. */
+
+static void test_no_barging(void)
+{
+    const int rounds = 200;
+    fs_sem s;
+
+    /* Fair. */
+    CHECK_EQ(fs_sem_init(&s, 1, -1, 1), FS_OK);
+    for (int i = 0; i < rounds; i++) {
+        waiter_t a;
+        CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_OK);
+        /* a keeps the permit: main gives it back after looking. */
+        waiter_start(&a, &s, 0, 1, 0, 0, NULL);
+        WAIT_FOR(fs_sem_waiting(&s) == 1);
+        CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+        CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_WOULD_BLOCK);
+        fs_waiter w;
+        CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 1), FS_QUEUED);
+        CHECK_EQ(fs_sem_cancel(&s, &w), 0);
+        join_thread(a.th);
+        CHECK_EQ(waiter_rc(&a), FS_OK);
+        CHECK_EQ(fs_sem_value(&s), 0);
+        CHECK_EQ(fs_sem_release(&s, 1), FS_OK); /* a's permit */
+        CHECK_EQ(fs_sem_value(&s), 1);
+        CHECK_EQ(fs_sem_waiting(&s), 0);
+    }
+    fs_sem_destroy(&s);
+
+    /* Fair: free permits do not let a small request pass a big queued one. */
+    CHECK_EQ(fs_sem_init(&s, 0, -1, 1), FS_OK);
+    {
+        waiter_t a;
+        waiter_start(&a, &s, 0, 2, 0, 1, NULL);
+        WAIT_FOR(fs_sem_waiting(&s) == 1);
+        CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+        CHECK_EQ(fs_sem_value(&s), 1);
+        CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_WOULD_BLOCK);
+        fs_waiter w;
+        CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 1), FS_QUEUED);
+        CHECK_EQ(fs_sem_waiting(&s), 2);
+        CHECK_EQ(fs_sem_cancel(&s, &w), 0);
+        CHECK_EQ(fs_sem_waiting(&s), 1);
+        CHECK_EQ(fs_sem_value(&s), 1);
+        CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+        join_thread(a.th);
+        CHECK_EQ(waiter_rc(&a), FS_OK);
+        CHECK_EQ(fs_sem_value(&s), 2);
+    }
+    fs_sem_destroy(&s);
+
+    /* Non-fair: the releaser may take the permit back before the woken
+     * waiter runs. Must happen at least once in `rounds`. */
+    int barged = 0;
+    CHECK_EQ(fs_sem_init(&s, 1, -1, 0), FS_OK);
+    for (int i = 0; i < rounds; i++) {
+        waiter_t a;
+        CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_OK);
+        waiter_start(&a, &s, 0, 1, 0, 1, NULL);
+        WAIT_FOR(fs_sem_waiting(&s) == 1);
+        CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+        int rc = fs_sem_try_acquire(&s, 1);
+        CHECK(rc == FS_OK || rc == FS_WOULD_BLOCK);
+        if (rc == FS_OK) {
+            barged++;
+            CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+        }
+        join_thread(a.th);
+        CHECK_EQ(waiter_rc(&a), FS_OK);
+        CHECK_EQ(fs_sem_value(&s), 1);
+        CHECK_EQ(fs_sem_waiting(&s), 0);
+    }
+    CHECK(barged >= 1);
+    fs_sem_destroy(&s);
+    printf("    non-fair: releaser re-took the permit in %d/%d rounds\n", barged, rounds);
+}
+
+/* ------------------------------------------------------------------------ */
+/* head_of_line: a big request at the head holds back smaller ones.         */
+
+static void test_head_of_line(void)
+{
+    fs_sem s;
+    waiter_t a, b;
+    CHECK_EQ(fs_sem_init(&s, 0, -1, 1), FS_OK);
+    waiter_start(&a, &s, 0, 3, 0, 0, NULL);
+    WAIT_FOR(fs_sem_waiting(&s) == 1);
+    /* B steps out of its wait every 200us and looks again: even so it must
+     * not take the free permits that A is waiting to collect. */
+    waiter_start_pausing(&b, &s, 1, 1, 0, 0, NULL, 200);
+    WAIT_FOR(fs_sem_waiting(&s) == 2);
+
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+    CHECK_EQ(fs_sem_value(&s), 2);
+    CHECK_EQ(fs_sem_waiting(&s), 2);
+    /* Nobody arriving now may pass A either. */
+    CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_WOULD_BLOCK);
+    CHECK_EQ(fs_sem_try_acquire(&s, 2), FS_WOULD_BLOCK);
+    nap_us(20000);
+    CHECK_EQ(waiter_rc(&a), -1);
+    CHECK_EQ(waiter_rc(&b), -1);
+
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+    WAIT_FOR(waiter_rc(&a) == FS_OK);
+    CHECK_EQ(fs_sem_value(&s), 0);
+    CHECK_EQ(fs_sem_waiting(&s), 1);
+    nap_us(2000);
+    CHECK_EQ(waiter_rc(&b), -1);
+
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+    WAIT_FOR(waiter_rc(&b) == FS_OK);
+    CHECK_EQ(fs_sem_value(&s), 0);
+    CHECK_EQ(fs_sem_waiting(&s), 0);
+    join_thread(a.th);
+    join_thread(b.th);
+    fs_sem_destroy(&s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* timeout                                                                  */
+
+static void test_timeout(void)
+{
+    for (int fair = 1; fair >= 0; fair--) {
+        fs_sem s;
+        fs_waiter w;
+        CHECK_EQ(fs_sem_init(&s, 0, -1, fair), FS_OK);
+
+        /* A plain timeout. */
+        fs_time t0 = fs_now();
+        fs_time deadline = fs_deadline_after(0.05);
+        CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 1), FS_QUEUED);
+        CHECK_EQ(fs_sem_waiting(&s), 1);
+        int rc;
+        while ((rc = fs_sem_wait(&s, &w, deadline, FS_FOREVER)) == FS_PAUSED)
+            ;
+        CHECK_EQ(rc, FS_TIMEOUT);
+        fs_time elapsed = fs_now() - t0;
+        CHECK(elapsed >= 50000000);
+        CHECK_EQ(fs_sem_waiting(&s), 0);
+        CHECK_EQ(fs_sem_value(&s), 0);
+
+        /* A deadline already past: times out at once. */
+        CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 1), FS_QUEUED);
+        CHECK_EQ(fs_sem_wait(&s, &w, fs_now(), FS_FOREVER), FS_TIMEOUT);
+        CHECK_EQ(fs_sem_waiting(&s), 0);
+
+        /* Granted before the (past) deadline is looked at: success. */
+        CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 1), FS_QUEUED);
+        CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+        CHECK_EQ(fs_sem_wait(&s, &w, fs_now() - 1, FS_FOREVER), FS_OK);
+        CHECK_EQ(fs_sem_waiting(&s), 0);
+        CHECK_EQ(fs_sem_value(&s), 0);
+
+        /* A departing head re-dispatches: A wants 2 (times out), B wants 1
+         * behind it; 1 permit is free all along, but only B can use it. */
+        waiter_t a, b;
+        waiter_start(&a, &s, 0, 2, 0.3, 0, NULL);
+        WAIT_FOR(fs_sem_waiting(&s) == 1);
+        waiter_start(&b, &s, 1, 1, 0, 0, NULL);
+        WAIT_FOR(fs_sem_waiting(&s) == 2);
+        CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+        CHECK_EQ(fs_sem_waiting(&s), 2); /* else A timed out already: too slow */
+        CHECK_EQ(waiter_rc(&b), -1);
+        WAIT_FOR(waiter_rc(&a) != -1);
+        CHECK_EQ(waiter_rc(&a), FS_TIMEOUT);
+        /* B is granted by A's departure alone: nobody releases any more. */
+        WAIT_FOR(waiter_rc(&b) != -1);
+        CHECK_EQ(waiter_rc(&b), FS_OK);
+        CHECK_EQ(fs_sem_value(&s), 0);
+        CHECK_EQ(fs_sem_waiting(&s), 0);
+        join_thread(a.th);
+        join_thread(b.th);
+        fs_sem_destroy(&s);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* pause: FS_PAUSED keeps the node's place; cancel removes it.              */
+
+static void test_pause(void)
+{
+    fs_sem s;
+    fs_waiter w;
+    waiter_t b;
+    CHECK_EQ(fs_sem_init(&s, 0, -1, 1), FS_OK);
+
+    /* Pause, keep the place ahead of a later waiter, then get granted. */
+    CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 1), FS_QUEUED);
+    fs_time t0 = fs_now();
+    CHECK_EQ(fs_sem_wait(&s, &w, FS_FOREVER, t0 + 10000000), FS_PAUSED);
+    CHECK(fs_now() - t0 >= 10000000);
+    CHECK_EQ(fs_sem_waiting(&s), 1);
+    waiter_start(&b, &s, 1, 1, 0, 1, NULL);
+    WAIT_FOR(fs_sem_waiting(&s) == 2);
+    CHECK_EQ(fs_sem_wait(&s, &w, FS_FOREVER, fs_now() + 10000000), FS_PAUSED);
+    CHECK_EQ(fs_sem_waiting(&s), 2);
+    /* wake_by before the deadline: a pause, not a timeout. */
+    CHECK_EQ(fs_sem_wait(&s, &w, fs_now() + 1000000000, fs_now()), FS_PAUSED);
+    CHECK_EQ(fs_sem_waiting(&s), 2);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK); /* to the paused head, not to B */
+    CHECK_EQ(fs_sem_waiting(&s), 1);
+    nap_us(2000);
+    CHECK_EQ(waiter_rc(&b), -1);
+    CHECK_EQ(fs_sem_wait(&s, &w, FS_FOREVER, fs_now()), FS_OK);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK); /* now B's turn; B gives it back */
+    join_thread(b.th);
+    CHECK_EQ(waiter_rc(&b), FS_OK);
+    CHECK_EQ(fs_sem_value(&s), 1);
+    CHECK_EQ(fs_sem_waiting(&s), 0);
+    CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_OK);
+
+    /* Pause, then cancel while still waiting: 0, and the queue is empty. */
+    CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 1), FS_QUEUED);
+    CHECK_EQ(fs_sem_wait(&s, &w, FS_FOREVER, fs_now() + 1000000), FS_PAUSED);
+    CHECK_EQ(fs_sem_waiting(&s), 1);
+    CHECK_EQ(fs_sem_cancel(&s, &w), 0);
+    CHECK_EQ(fs_sem_waiting(&s), 0);
+    CHECK_EQ(fs_sem_value(&s), 0);
+
+    /* Pause, granted while paused, cancel: 1, the permit is passed on. */
+    CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 1), FS_QUEUED);
+    CHECK_EQ(fs_sem_wait(&s, &w, FS_FOREVER, fs_now()), FS_PAUSED);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+    CHECK_EQ(fs_sem_waiting(&s), 0);
+    CHECK_EQ(fs_sem_value(&s), 0);
+    CHECK_EQ(fs_sem_cancel(&s, &w), 1);
+    CHECK_EQ(fs_sem_value(&s), 1);
+
+    /* ... and passed on to the next waiter, not left free. */
+    CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_OK);
+    CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 1), FS_QUEUED);
+    CHECK_EQ(fs_sem_wait(&s, &w, FS_FOREVER, fs_now()), FS_PAUSED);
+    waiter_start(&b, &s, 1, 1, 0, 0, NULL);
+    WAIT_FOR(fs_sem_waiting(&s) == 2);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK); /* to w (paused) */
+    CHECK_EQ(fs_sem_waiting(&s), 1);
+    CHECK_EQ(fs_sem_cancel(&s, &w), 1);     /* w's grant goes to B */
+    WAIT_FOR(waiter_rc(&b) == FS_OK);
+    CHECK_EQ(fs_sem_value(&s), 0);
+    CHECK_EQ(fs_sem_waiting(&s), 0);
+    join_thread(b.th);
+    fs_sem_destroy(&s);
+
+    /* Bounded: a grant in flight to a paused node is held, not free, so an
+     * over-release is accepted meanwhile; the cancel that frees the grant
+     * must still leave the value within the bound. */
+    CHECK_EQ(fs_sem_init(&s, 1, 1, 1), FS_OK);
+    CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_OK);
+    CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 1), FS_QUEUED);
+    CHECK_EQ(fs_sem_wait(&s, &w, FS_FOREVER, fs_now()), FS_PAUSED);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK); /* to w (paused) */
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK); /* the over-release */
+    CHECK_EQ(fs_sem_cancel(&s, &w), 1);
+    CHECK_EQ(fs_sem_value(&s), 1);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OVER_BOUND);
+    fs_sem_destroy(&s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* cancel_race: cancel vs release at random moments conserves permits.     */
+
+/* Both threads of a round start together, so their random delays overlap. */
+static void wait_go(atomic_int *go)
+{
+    while (!atomic_load(go))
+        sched_yield();
+}
+
+typedef struct race_ctx {
+    fs_sem *s;
+    atomic_int *go;
+    uint64_t seed;
+    int outcome; /* 0 ok at once, 1 granted in wait, 2 cancel->0, 3 cancel->1 */
+} race_ctx;
+
+static void *race_waiter(void *p)
+{
+    race_ctx *c = p;
+    uint64_t rng = c->seed;
+    fs_waiter w;
+    int held = 0;
+    wait_go(c->go);
+    int rc = fs_sem_acquire_or_enqueue(c->s, &w, 1);
+    CHECK(rc == FS_OK || rc == FS_QUEUED);
+    if (rc == FS_OK) {
+        held = 1;
+        c->outcome = 0;
+    } else {
+        int max_pauses = (int)(rnd(&rng) % 6);
+        for (int pauses = 0;; pauses++) {
+            /* Mostly a mere poll (wake_by already past: a timed sleep of a few
+             * microseconds lasts at least the timer slack, ~50us on Linux),
+             * sometimes a short sleep. */
+            fs_time wake_by = rnd(&rng) % 4 ? 0 : fs_now() + (fs_time)(rnd(&rng) % 20000);
+            rc = fs_sem_wait(c->s, &w, FS_FOREVER, wake_by);
+            if (rc == FS_OK) {
+                held = 1;
+                c->outcome = 1;
+                break;
+            }
+            CHECK_EQ(rc, FS_PAUSED);
+            int last = pauses >= max_pauses;
+            /* a grant may land right here */
+            spin((unsigned)(rnd(&rng) % (last ? 60000 : 20000)));
+            if (last) {
+                int passed = fs_sem_cancel(c->s, &w);
+                CHECK(passed == 0 || passed == 1);
+                c->outcome = 2 + passed;
+                break;
+            }
+        }
+    }
+    if (held)
+        CHECK_EQ(fs_sem_release(c->s, 1), FS_OK);
+    return NULL;
+}
+
+typedef struct releaser_ctx {
+    fs_sem *s;
+    atomic_int *go;
+    uint64_t seed;
+} releaser_ctx;
+
+static void *race_releaser(void *p)
+{
+    releaser_ctx *c = p;
+    uint64_t rng = c->seed;
+    wait_go(c->go);
+    unsigned n = (unsigned)(rnd(&rng) % 60000);
+    if (n & 1)
+        sched_yield();
+    spin(n);
+    CHECK_EQ(fs_sem_release(c->s, 1), FS_OK);
+    return NULL;
+}
+
+static void test_cancel_race(void)
+{
+    const int iters = scaled(3000);
+    for (int fair = 1; fair >= 0; fair--) {
+        fs_sem s;
+        int outcomes[4] = {0, 0, 0, 0};
+        CHECK_EQ(fs_sem_init(&s, 1, 1, fair), FS_OK); /* bounded: a duplicate
+                                                        permit fails release */
+        for (int i = 0; i < iters; i++) {
+            pthread_t tw, tr;
+            atomic_int go;
+            atomic_init(&go, 0);
+            race_ctx rc = {&s, &go, 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1), -1};
+            releaser_ctx rr = {&s, &go, 0xD1B54A32D192ED03ULL * (uint64_t)(i + 7)};
+            CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_OK); /* rr releases this one */
+            start_thread(&tw, race_waiter, &rc);
+            start_thread(&tr, race_releaser, &rr);
+            atomic_store(&go, 1);
+            join_thread(tw);
+            join_thread(tr);
+            CHECK(rc.outcome >= 0 && rc.outcome < 4);
+            outcomes[rc.outcome]++;
+            CHECK_EQ(fs_sem_waiting(&s), 0);
+            CHECK_EQ(fs_sem_value(&s), 1);
+        }
+        fs_sem_destroy(&s);
+        printf("    %s: %d iterations: at once %d, granted %d, cancelled %d, "
+               "cancelled after grant %d\n",
+               fair ? "fair" : "non-fair", iters, outcomes[0], outcomes[1],
+               outcomes[2], outcomes[3]);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* stress: never more than V held; nothing lost or duplicated.              */
+
+#define STRESS_T 8
+
+typedef struct stress_ctx {
+    fs_sem s;
+    fs_count V;
+    int iters;
+    atomic_llong held;
+    atomic_long n_got, n_would_block, n_timeout, n_cancel0, n_cancel1, n_paused;
+    atomic_int stop;      /* tells the monitor to finish */
+    long n_samples;       /* monitor's */
+} stress_ctx;
+
+/* Samples the snapshots while the workers run: permits are conserved, so the
+ * free count stays within 0..V whatever is held or in flight. */
+static void *stress_monitor(void *p)
+{
+    stress_ctx *c = p;
+    while (!atomic_load(&c->stop)) {
+        fs_count v = fs_sem_value(&c->s);
+        CHECK(v >= 0 && v <= c->V);
+        CHECK(fs_sem_waiting(&c->s) <= STRESS_T);
+        c->n_samples++;
+        sched_yield();
+    }
+    return NULL;
+}
+
+typedef struct stress_thread {
+    stress_ctx *c;
+    uint64_t seed;
+    pthread_t th;
+} stress_thread;
+
+static void *stress_main(void *p)
+{
+    stress_thread *t = p;
+    stress_ctx *c = t->c;
+    uint64_t rng = t->seed;
+    for (int i = 0; i < c->iters; i++) {
+        fs_count n = 1 + (fs_count)(rnd(&rng) % 2);
+        int mode = (int)(rnd(&rng) % 5);
+        int got = 0;
+        if (mode == 0) {
+            int rc = fs_sem_try_acquire(&c->s, n);
+            CHECK(rc == FS_OK || rc == FS_WOULD_BLOCK);
+            got = rc == FS_OK;
+            if (!got)
+                atomic_fetch_add(&c->n_would_block, 1);
+        } else {
+            /* 1: forever; 2: deadline 0..200us; 3: pauses then cancel;
+             * 4: deadline 0..400us with pauses, maybe cancel. */
+            fs_waiter w;
+            fs_time deadline = FS_FOREVER;
+            if (mode == 2)
+                deadline = fs_now() + (fs_time)(rnd(&rng) % 201) * 1000;
+            else if (mode == 4)
+                deadline = fs_now() + (fs_time)(rnd(&rng) % 401) * 1000;
+            int max_pauses = mode >= 3 ? (int)(rnd(&rng) % 4) : -1;
+            int rc = fs_sem_acquire_or_enqueue(&c->s, &w, n);
+            CHECK(rc == FS_OK || rc == FS_QUEUED);
+            int pauses = 0, cancelled = 0;
+            while (rc == FS_QUEUED) {
+                fs_time wake_by = FS_FOREVER;
+                if (max_pauses >= 0) /* a poll, or a pause after 0..100us */
+                    wake_by = rnd(&rng) % 2 ? 0 : fs_now() + (fs_time)(rnd(&rng) % 101) * 1000;
+                rc = fs_sem_wait(&c->s, &w, deadline, wake_by);
+                if (rc != FS_PAUSED)
+                    break;
+                CHECK(max_pauses >= 0);
+                atomic_fetch_add(&c->n_paused, 1);
+                if (pauses++ >= max_pauses) {
+                    spin((unsigned)(rnd(&rng) % 5000));
+                    int passed = fs_sem_cancel(&c->s, &w);
+                    CHECK(passed == 0 || passed == 1);
+                    atomic_fetch_add(passed ? &c->n_cancel1 : &c->n_cancel0, 1);
+                    cancelled = 1;
+                    break;
+                }
+                spin((unsigned)(rnd(&rng) % 5000)); /* grants land here too */
+                rc = FS_QUEUED;
+            }
+            if (!cancelled) {
+                if (rc == FS_TIMEOUT) {
+                    CHECK(deadline != FS_FOREVER);
+                    atomic_fetch_add(&c->n_timeout, 1);
+                } else {
+                    CHECK_EQ(rc, FS_OK);
+                    got = 1;
+                }
+            }
+        }
+        if (got) {
+            long long h = atomic_fetch_add(&c->held, n) + n;
+            CHECK(h <= c->V);
+            atomic_fetch_add(&c->n_got, 1);
+            unsigned work = (unsigned)(rnd(&rng) % 256);
+            if (work < 24)
+                sched_yield(); /* let others pile up behind the holder */
+            else
+                spin(work);
+            atomic_fetch_sub(&c->held, n);
+            /* Bounded: value + held <= V, so this never passes the bound. */
+            CHECK_EQ(fs_sem_release(&c->s, n), FS_OK);
+        }
+    }
+    return NULL;
+}
+
+static void test_stress(void)
+{
+    const int iters = scaled(4000);
+    for (int cfg = 0; cfg < 4; cfg++) {
+        int fair = !(cfg & 1), bounded = !(cfg & 2);
+        stress_ctx c;
+        stress_thread ts[STRESS_T];
+        c.V = 3;
+        /* Non-fair runs far faster (the releaser usually re-takes at once,
+         * no context switch): give it more rounds to get as many waits. */
+        c.iters = fair ? iters : 5 * iters;
+        atomic_init(&c.held, 0);
+        atomic_init(&c.n_got, 0);
+        atomic_init(&c.n_would_block, 0);
+        atomic_init(&c.n_timeout, 0);
+        atomic_init(&c.n_cancel0, 0);
+        atomic_init(&c.n_cancel1, 0);
+        atomic_init(&c.n_paused, 0);
+        atomic_init(&c.stop, 0);
+        c.n_samples = 0;
+        CHECK_EQ(fs_sem_init(&c.s, c.V, bounded ? c.V : -1, fair), FS_OK);
+        fs_time t0 = fs_now();
+        pthread_t monitor;
+        start_thread(&monitor, stress_monitor, &c);
+        for (int i = 0; i < STRESS_T; i++) {
+            ts[i].c = &c;
+            ts[i].seed = 0x853C49E6748FEA9BULL ^ ((uint64_t)(cfg * 100 + i + 1) << 32);
+            start_thread(&ts[i].th, stress_main, &ts[i]);
+        }
+        for (int i = 0; i < STRESS_T; i++)
+            join_thread(ts[i].th);
+        atomic_store(&c.stop, 1);
+        join_thread(monitor);
+        CHECK(c.n_samples > 0);
+        double ms = (double)(fs_now() - t0) / 1e6;
+        CHECK_EQ(atomic_load(&c.held), 0);
+        CHECK_EQ(fs_sem_waiting(&c.s), 0);
+        CHECK_EQ(fs_sem_value(&c.s), c.V);
+        fs_sem_destroy(&c.s);
+        printf("    %-8s %-9s %dx%d: got %ld, would-block %ld, timeout %ld, "
+               "paused %ld, cancel %ld, cancel-after-grant %ld, samples %ld (%.0f ms)\n",
+               fair ? "fair" : "non-fair", bounded ? "bounded" : "unbounded",
+               STRESS_T, c.iters, atomic_load(&c.n_got),
+               atomic_load(&c.n_would_block), atomic_load(&c.n_timeout),
+               atomic_load(&c.n_paused), atomic_load(&c.n_cancel0),
+               atomic_load(&c.n_cancel1), c.n_samples, ms);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* fork: the child drops the parent's waiters and keeps the count.          */
+
+typedef struct hammer_ctx {
+    fs_sem s;
+    atomic_int stop;
+    atomic_long rounds;
+} hammer_ctx;
+
+static void *hammer_main(void *p)
+{
+    hammer_ctx *h = p;
+    while (!atomic_load(&h->stop)) {
+        fs_waiter w;
+        int rc = fs_sem_acquire_or_enqueue(&h->s, &w, 1);
+        CHECK_EQ(rc, FS_OK);
+        CHECK_EQ(fs_sem_release(&h->s, 1), FS_OK);
+        (void)fs_sem_value(&h->s);
+        atomic_fetch_add(&h->rounds, 1);
+    }
+    return NULL;
+}
+
+static void test_fork(void)
+{
+    const char *skip = getenv("FASTSEM_TEST_SKIP_FORK");
+    int skip_busy = skip && strcmp(skip, "busy") == 0;
+    if (skip && *skip && strcmp(skip, "0") != 0 && !skip_busy) {
+        printf("    skipped (FASTSEM_TEST_SKIP_FORK)\n");
+        return;
+    }
+    fs_sem s;
+    waiter_t a, b;
+    fs_waiter m0, m1, m2, m3; /* the forking thread's own (paused) nodes */
+    CHECK_EQ(fs_sem_init(&s, 0, -1, 1), FS_OK);
+    CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &m0, 1), FS_QUEUED);
+    CHECK_EQ(fs_sem_wait(&s, &m0, FS_FOREVER, 0), FS_PAUSED);
+    waiter_start(&a, &s, 0, 2, 0, 0, NULL);
+    WAIT_FOR(fs_sem_waiting(&s) == 2);
+    waiter_start(&b, &s, 1, 2, 0, 0, NULL);
+    WAIT_FOR(fs_sem_waiting(&s) == 3);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK); /* to m0 (paused, granted) */
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK); /* 1 free, a and b still queued */
+    CHECK_EQ(fs_sem_waiting(&s), 2);
+    CHECK_EQ(fs_sem_value(&s), 1);
+    CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &m1, 1), FS_QUEUED); /* no barging */
+    CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &m2, 1), FS_QUEUED);
+    CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &m3, 1), FS_QUEUED);
+    CHECK_EQ(fs_sem_wait(&s, &m1, FS_FOREVER, 0), FS_PAUSED);
+    CHECK_EQ(fs_sem_waiting(&s), 5);
+    unsigned long gen = fs_fork_generation();
+
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        g_test = "fork (child)";
+        CHECK_EQ(fs_fork_generation(), gen + 1);
+        CHECK_EQ(fs_sem_waiting(&s), 0); /* the parent's queue is gone */
+        CHECK_EQ(fs_sem_value(&s), 1);  /* the count is kept */
+        /* This thread's nodes: m0 keeps its grant; m1 joins this process's
+         * queue again and takes the free permit at once; m2 joins and times
+         * out; m3 is cancelled (nothing to pass on). */
+        CHECK_EQ(fs_sem_wait(&s, &m0, FS_FOREVER, FS_FOREVER), FS_OK);
+        CHECK_EQ(fs_sem_wait(&s, &m1, fs_deadline_after(5), FS_FOREVER), FS_OK);
+        CHECK_EQ(fs_sem_value(&s), 0);
+        CHECK_EQ(fs_sem_wait(&s, &m2, fs_deadline_after(0.01), FS_FOREVER), FS_TIMEOUT);
+        CHECK_EQ(fs_sem_waiting(&s), 0);
+        CHECK_EQ(fs_sem_cancel(&s, &m3), 0);
+        CHECK_EQ(fs_sem_waiting(&s), 0);
+        CHECK_EQ(fs_sem_value(&s), 0);
+        CHECK_EQ(fs_sem_release(&s, 2), FS_OK); /* m0's and m1's */
+        CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_OK);
+        CHECK_EQ(fs_sem_try_acquire(&s, 2), FS_WOULD_BLOCK);
+        CHECK_EQ(fs_sem_release(&s, 3), FS_OK);
+        CHECK_EQ(fs_sem_try_acquire(&s, 2), FS_OK);
+        CHECK_EQ(fs_sem_value(&s), 2);
+        /* Queueing, timing out and grants work with the new mutex. */
+        fs_waiter w;
+        CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 3), FS_QUEUED);
+        CHECK_EQ(fs_sem_waiting(&s), 1);
+        CHECK_EQ(fs_sem_wait(&s, &w, fs_deadline_after(0.01), FS_FOREVER), FS_TIMEOUT);
+        CHECK_EQ(fs_sem_waiting(&s), 0);
+        CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 3), FS_QUEUED);
+        CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+        CHECK_EQ(fs_sem_wait(&s, &w, fs_deadline_after(5), FS_FOREVER), FS_OK);
+        CHECK_EQ(fs_sem_value(&s), 0);
+        fs_sem_destroy(&s);
+        fflush(stdout);
+        _exit(0);
+    }
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ(WEXITSTATUS(status), 0);
+
+    /* The parent is untouched. */
+    CHECK_EQ(fs_fork_generation(), gen);
+    CHECK_EQ(fs_sem_waiting(&s), 5);
+    CHECK_EQ(fs_sem_value(&s), 1);
+    CHECK_EQ(fs_sem_cancel(&s, &m3), 0);
+    CHECK_EQ(fs_sem_cancel(&s, &m2), 0);
+    CHECK_EQ(fs_sem_cancel(&s, &m1), 0);
+    CHECK_EQ(fs_sem_waiting(&s), 2);
+    CHECK_EQ(fs_sem_wait(&s, &m0, FS_FOREVER, FS_FOREVER), FS_OK);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK); /* m0's: a gets 2 */
+    WAIT_FOR(waiter_rc(&a) == FS_OK);
+    CHECK_EQ(fs_sem_release(&s, 2), FS_OK);
+    WAIT_FOR(waiter_rc(&b) == FS_OK);
+    CHECK_EQ(fs_sem_value(&s), 0);
+    CHECK_EQ(fs_sem_waiting(&s), 0);
+    join_thread(a.th);
+    join_thread(b.th);
+    fs_sem_destroy(&s);
+
+    /* fork() while another thread is inside the semaphore (it may hold the
+     * mutex, or a permit, at that instant): the child must not deadlock. */
+    if (skip_busy) {
+        printf("    fork with a busy semaphore skipped (FASTSEM_TEST_SKIP_FORK=busy)\n");
+        return;
+    }
+    hammer_ctx h;
+    CHECK_EQ(fs_sem_init(&h.s, 2, 2, 1), FS_OK);
+    atomic_init(&h.stop, 0);
+    atomic_init(&h.rounds, 0);
+    pthread_t th;
+    start_thread(&th, hammer_main, &h);
+    const int forks = scaled(30);
+    for (int i = 0; i < forks; i++) {
+        long r0 = atomic_load(&h.rounds);
+        WAIT_FOR(atomic_load(&h.rounds) > r0); /* the hammer is running */
+        fflush(stdout);
+        fflush(stderr);
+        pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            g_test = "fork (child, busy semaphore)";
+            alarm(10); /* a deadlock here kills the child via on_alarm */
+            fs_count v = fs_sem_value(&h.s);
+            CHECK(v == 1 || v == 2); /* the hammer may have held one */
+            CHECK_EQ(fs_sem_waiting(&h.s), 0);
+            CHECK_EQ(fs_sem_try_acquire(&h.s, v), FS_OK);
+            CHECK_EQ(fs_sem_release(&h.s, v), FS_OK);
+            _exit(0);
+        }
+        CHECK(waitpid(pid, &status, 0) == pid);
+        CHECK(WIFEXITED(status));
+        CHECK_EQ(WEXITSTATUS(status), 0);
+    }
+    atomic_store(&h.stop, 1);
+    join_thread(th);
+    CHECK_EQ(fs_sem_value(&h.s), 2);
+    fs_sem_destroy(&h.s);
+}
+
+/* ------------------------------------------------------------------------ */
+
+static void on_alarm(int sig)
+{
+    static const char msg[] = "\nwatchdog: a test hung (lost wake-up?): ";
+    (void)sig;
+    /* write() only: async-signal-safe */
+    if (write(2, msg, sizeof msg - 1) < 0 || write(2, g_test, strlen(g_test)) < 0 ||
+        write(2, "\n", 1) < 0) {
+        /* nothing more to do */
+    }
+    _exit(2);
+}
+
+static const struct {
+    const char *name;
+    void (*fn)(void);
+} tests[] = {
+    {"basic", test_basic},
+    {"fifo_order", test_fifo_order},
+    {"no_barging", test_no_barging},
+    {"head_of_line", test_head_of_line},
+    {"timeout", test_timeout},
+    {"pause", test_pause},
+    {"cancel_race", test_cancel_race},
+    {"stress", test_stress},
+    {"fork", test_fork},
+};
+
+int main(int argc, char **argv)
+{
+    const char *env = getenv("FASTSEM_TEST_SCALE");
+    if (argc > 1)
+        env = argv[1];
+    if (env && *env) {
+        g_scale = atof(env);
+        if (!(g_scale > 0)) {
+            fprintf(stderr, "bad scale: %s\n", env);
+            return 2;
+        }
+    }
+    env = getenv("FASTSEM_TEST_TIMEOUT");
+    if (env && atoi(env) > 0)
+        g_timeout_s = (unsigned)atoi(env);
+    const char *only = getenv("FASTSEM_TEST_ONLY");
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm;
+    sigaction(SIGALRM, &sa, NULL);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+
+    printf("fastsem core tests (scale %g%s)\n", g_scale, FS_TEST_TSAN ? ", tsan" : "");
+    fs_time t_all = fs_now();
+    int ran = 0;
+    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+        if (only && *only && strcmp(only, tests[i].name) != 0)
+            continue;
+        g_test = tests[i].name;
+        alarm(g_timeout_s);
+        fs_time t0 = fs_now();
+        tests[i].fn();
+        alarm(0);
+        printf("  %-13s ok (%.0f ms)\n", tests[i].name, (double)(fs_now() - t0) / 1e6);
+        ran++;
+    }
+    if (ran == 0) {
+        fprintf(stderr, "no test named %s\n", only);
+        return 2;
+    }
+    printf("all %d tests passed (%.2f s)\n", ran, (double)(fs_now() - t_all) / 1e9);
+    return 0;
+}
