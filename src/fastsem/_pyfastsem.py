@@ -246,7 +246,11 @@ class Semaphore:
         """Takes the waiter out for good; permits granted meanwhile go on."""
         with self._lock():
             if waiter.state == _GRANTED:
+                # Held permits go back; an over-release accepted while they
+                # were held ends here (never more than the bound).
                 self._count += waiter.want
+                if self._max_value >= 0:
+                    self._count = min(self._count, self._max_value)
             elif waiter.state == _WAITING and waiter in self._queue:
                 self._queue.remove(waiter)
             if waiter.state != _DONE:
