@@ -53,8 +53,9 @@ def any_impl(request):
     return _get(request.param)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,
-               what: str = "condition") -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
+) -> None:
     """Polls predicate until true; fails the test after timeout seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -66,8 +67,14 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,
 class Waiter:
     """A thread blocked in sem.acquire(**kwargs); records when it returns."""
 
-    def __init__(self, sem, name: object = None, log: list | None = None,
-                 log_lock: threading.Lock | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        sem,
+        name: object = None,
+        log: list | None = None,
+        log_lock: threading.Lock | None = None,
+        **kwargs,
+    ) -> None:
         self.sem = sem
         self.name = name
         self.kwargs = kwargs
@@ -87,7 +94,7 @@ class Waiter:
                 self._log.append(self.name)
         self.done.set()
 
-    def start(self) -> "Waiter":
+    def start(self) -> Waiter:
         self.thread.start()
         return self
 
@@ -104,6 +111,6 @@ def queue_waiters(sem, wants: list[int], log: list | None = None, **kwargs) -> l
     for i, n in enumerate(wants):
         before = sem.waiting
         w = Waiter(sem, name=i, log=log, log_lock=log_lock, n=n, **kwargs).start()
-        wait_until(lambda: sem.waiting == before + 1, what=f"waiter {i} to queue")
+        wait_until(lambda before=before: sem.waiting == before + 1, what=f"waiter {i} to queue")
         waiters.append(w)
     return waiters

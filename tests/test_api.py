@@ -13,7 +13,6 @@ import time
 import weakref
 
 import pytest
-
 from conftest import Waiter, wait_until
 
 # ---------------------------------------------------------------------------
@@ -128,9 +127,8 @@ def test_with_releases_even_when_the_block_raises(any_impl):
         assert entered is True
         assert sem._value == 1
     assert sem._value == 2
-    with pytest.raises(KeyError):
-        with sem:
-            raise KeyError("boom")
+    with pytest.raises(KeyError), sem:
+        raise KeyError("boom")
     assert sem._value == 2
 
 
@@ -150,8 +148,11 @@ def test_repr_of_a_subclass_names_it(impl):
     class Pool(impl.BoundedSemaphore):
         pass
 
-    assert re.fullmatch(r"<test_api\.test_repr_of_a_subclass_names_it\.<locals>\.Pool "
-                        r"at 0x[0-9a-f]+: value=2/2>", repr(Pool(2)))
+    assert re.fullmatch(
+        r"<test_api\.test_repr_of_a_subclass_names_it\.<locals>\.Pool "
+        r"at 0x[0-9a-f]+: value=2/2>",
+        repr(Pool(2)),
+    )
 
 
 def test_cannot_be_pickled(any_impl):
@@ -325,7 +326,9 @@ def test_uninitialised_subclass_is_safe(impl):
         assert Forgetful().acquire(False) is False
 
 
-@pytest.mark.parametrize("env, expected", [({}, "c"), ({"FASTSEM_NO_EXTENSIONS": "1"}, "python")])
+@pytest.mark.parametrize(
+    ("env", "expected"), [({}, "c"), ({"FASTSEM_NO_EXTENSIONS": "1"}, "python")]
+)
 def test_implementation_choice(env, expected, monkeypatch):
     import os
 
@@ -334,8 +337,15 @@ def test_implementation_choice(env, expected, monkeypatch):
     environment = {k: v for k, v in os.environ.items() if k != "FASTSEM_NO_EXTENSIONS"}
     environment.update(env)
     out = subprocess.run(
-        [sys.executable, "-c",
-         "import fastsem; print(fastsem.IMPLEMENTATION, fastsem.Semaphore.__module__)"],
-        capture_output=True, text=True, env=environment, check=True).stdout.split()
+        [
+            sys.executable,
+            "-c",
+            "import fastsem; print(fastsem.IMPLEMENTATION, fastsem.Semaphore.__module__)",
+        ],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=True,
+    ).stdout.split()
     assert out[0] == expected
     assert out[1] == {"c": "fastsem._cfastsem", "python": "fastsem._pyfastsem"}[expected]

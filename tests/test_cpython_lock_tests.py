@@ -26,8 +26,10 @@ def _suite(base, kind: str, impl_name: str, **options):
 
 for _impl in ("c", "python"):
     for _options in ({}, {"fair": False}):
-        for _kind, _base in (("Semaphore", lock_tests.SemaphoreTests),
-                             ("BoundedSemaphore", lock_tests.BoundedSemaphoreTests)):
+        for _kind, _base in (
+            ("Semaphore", lock_tests.SemaphoreTests),
+            ("BoundedSemaphore", lock_tests.BoundedSemaphoreTests),
+        ):
             _case = _suite(_base, _kind, _impl, **_options)
             if _case is not None:
                 globals()[_case.__name__] = _case

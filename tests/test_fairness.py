@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-
 from conftest import Waiter, queue_waiters, threading_impl, wait_until
 
 TRIALS = 200

@@ -11,7 +11,6 @@ import threading
 import warnings
 
 import pytest
-
 from conftest import Waiter, wait_until
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")

@@ -24,7 +24,9 @@ def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("compare") / "result.json"
     proc = subprocess.run(
         [sys.executable, "-m", "fastsem", "--quick", "--json", str(out)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     result = json.loads(out.read_text()) if out.exists() else None
     return proc, result
@@ -60,8 +62,7 @@ def test_json_has_the_figures(quick_run):
     assert "threading.Semaphore" in names and "_thread.lock" in names
 
     machine = result["machine"]
-    for key in ("python_version", "python_implementation", "platform",
-                "cpu_count", "date"):
+    for key in ("python_version", "python_implementation", "platform", "cpu_count", "date"):
         assert machine[key]
     assert result["settings"]["quick"] is True
 

@@ -9,16 +9,15 @@ import threading
 import time
 
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import settings, strategies as st  # noqa: E402
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule  # noqa: E402
-
-import fastsem._pyfastsem as python_impl  # noqa: E402
+import fastsem._pyfastsem as python_impl
 
 if os.environ.get("FASTSEM_NO_EXTENSIONS"):
     pytest.skip("C implementation disabled", allow_module_level=True)
-import fastsem._cfastsem as c_impl  # noqa: E402
+import fastsem._cfastsem as c_impl
 
 MAX_WAITERS = 6
 
@@ -126,5 +125,7 @@ class CAgainstPython(RuleBasedStateMachine):
 
 CAgainstPython.TestCase.settings = settings(
     max_examples=int(os.environ.get("FASTSEM_HYPOTHESIS_EXAMPLES", "60")),
-    stateful_step_count=25, deadline=None)
+    stateful_step_count=25,
+    deadline=None,
+)
 TestCAgainstPython = CAgainstPython.TestCase

@@ -13,7 +13,7 @@ used when the extension cannot be imported).
 import os as _os
 
 __version__ = "0.1.0"
-__all__ = ["Semaphore", "BoundedSemaphore", "IMPLEMENTATION"]
+__all__ = ["IMPLEMENTATION", "BoundedSemaphore", "Semaphore"]
 
 IMPLEMENTATION: str
 if _os.environ.get("FASTSEM_NO_EXTENSIONS"):

@@ -1,12 +1,12 @@
 from types import TracebackType
-from typing import Optional, SupportsFloat, SupportsIndex, Type
+from typing import SupportsFloat, SupportsIndex
 
 class Semaphore:
     def __init__(self, value: SupportsIndex = 1, *, fair: bool = True) -> None: ...
     def acquire(
         self,
         blocking: bool = True,
-        timeout: Optional[SupportsFloat] = None,
+        timeout: SupportsFloat | None = None,
         *,
         n: SupportsIndex = 1,
     ) -> bool: ...
@@ -14,9 +14,9 @@ class Semaphore:
     def __enter__(self) -> bool: ...
     def __exit__(
         self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None: ...
     @property
     def value(self) -> int: ...

@@ -48,7 +48,7 @@ import threading
 import time
 from array import array
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 THREADS = 16
 CONTENDED_SECONDS = 1.0
@@ -84,7 +84,7 @@ class Contender:
     name: str
     make: Callable[[int], Any]
     is_lock: bool = False
-    fair: Optional[bool] = None  # None: makes no promise either way
+    fair: bool | None = None  # None: makes no promise either way
 
 
 def _make_lock(value: int) -> Any:
@@ -106,14 +106,15 @@ def contenders() -> list[Contender]:
     except ImportError:
         pass
     else:
-        found.append(Contender(
-            "fastsem", lambda v: _cfastsem.Semaphore(v, fair=True), fair=True))
-        found.append(Contender(
-            "fastsem (non-fair)", lambda v: _cfastsem.Semaphore(v, fair=False),
-            fair=False))
-    found.append(Contender(
-        "fastsem (pure Python)", lambda v: _pyfastsem.Semaphore(v, fair=True),
-        fair=True))
+        found.append(Contender("fastsem", lambda v: _cfastsem.Semaphore(v, fair=True), fair=True))
+        found.append(
+            Contender(
+                "fastsem (non-fair)", lambda v: _cfastsem.Semaphore(v, fair=False), fair=False
+            )
+        )
+    found.append(
+        Contender("fastsem (pure Python)", lambda v: _pyfastsem.Semaphore(v, fair=True), fair=True)
+    )
     found.append(Contender("threading.Semaphore", threading.Semaphore))
     found.append(Contender("_thread.lock", _make_lock, is_lock=True))
     return found
@@ -122,7 +123,8 @@ def contenders() -> list[Contender]:
 # --------------------------------------------------------------------------
 # Machine description
 
-def _cpu_model() -> Optional[str]:
+
+def _cpu_model() -> str | None:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
@@ -136,9 +138,10 @@ def _cpu_model() -> Optional[str]:
 def machine_info() -> dict[str, Any]:
     from . import IMPLEMENTATION, __version__
 
+    usable: int | None
     try:
-        usable = len(os.sched_getaffinity(0))  # type: ignore[attr-defined]
-    except (AttributeError, OSError):
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on macOS
         usable = os.cpu_count()
     is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
     return {
@@ -152,8 +155,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpu_usable": usable,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds"),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "fastsem_version": __version__,
         "fastsem_implementation": IMPLEMENTATION,
     }
@@ -162,8 +164,8 @@ def machine_info() -> dict[str, Any]:
 # --------------------------------------------------------------------------
 # Uncontended
 
-def _time_pairs(acquire: Callable[[], Any], release: Callable[[], Any],
-                number: int) -> int:
+
+def _time_pairs(acquire: Callable[[], Any], release: Callable[[], Any], number: int) -> int:
     """ns for `number` acquire(); release() pairs."""
     it = itertools.repeat(None, number)
     clock = time.perf_counter_ns
@@ -190,8 +192,7 @@ def measure_uncontended(c: Contender, *, quick: bool = False) -> dict[str, Any]:
             if elapsed >= min_ns:
                 break
             number = max(number * 2, int(number * min_ns * 1.2 / max(elapsed, 1)))
-        runs = [elapsed] + [_time_pairs(acquire, release, number)
-                            for _ in range(repeats - 1)]
+        runs = [elapsed] + [_time_pairs(acquire, release, number) for _ in range(repeats - 1)]
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -207,14 +208,15 @@ def measure_uncontended(c: Contender, *, quick: bool = False) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 # Contended
 
+
 def _percentile(sorted_values: Any, p: float) -> int:
     """Nearest-rank percentile of an ascending sequence."""
     n = len(sorted_values)
     rank = max(1, math.ceil(p / 100.0 * n))
-    return sorted_values[min(rank, n) - 1]
+    return int(sorted_values[min(rank, n) - 1])
 
 
-def jain_index(counts: list[int]) -> Optional[float]:
+def jain_index(counts: list[int]) -> float | None:
     """(sum x)^2 / (n * sum x^2): 1.0 for a perfectly even share, 1/n worst."""
     total = sum(counts)
     squares = sum(x * x for x in counts)
@@ -223,9 +225,13 @@ def jain_index(counts: list[int]) -> Optional[float]:
     return total * total / (len(counts) * squares)
 
 
-def measure_contended(c: Contender, *, threads: int = THREADS,
-                      seconds: float = CONTENDED_SECONDS,
-                      warmup: float = CONTENDED_WARMUP) -> dict[str, Any]:
+def measure_contended(
+    c: Contender,
+    *,
+    threads: int = THREADS,
+    seconds: float = CONTENDED_SECONDS,
+    warmup: float = CONTENDED_WARMUP,
+) -> dict[str, Any]:
     """`threads` threads loop acquire / critical section / release on value 1;
     the figures cover `seconds` of it, `warmup` seconds after the last thread
     came through the start gate."""
@@ -240,7 +246,7 @@ def measure_contended(c: Contender, *, threads: int = THREADS,
     through_gate = [0] * threads  # perf_counter_ns when each left the gate
     errors: list[BaseException] = []
 
-    def worker(idx: int, samples: array) -> None:
+    def worker(idx: int, samples: array[int]) -> None:
         acquire, release = sem.acquire, sem.release
         clock = time.perf_counter_ns
         record = samples.append
@@ -265,9 +271,10 @@ def measure_contended(c: Contender, *, threads: int = THREADS,
             errors.append(exc)
             running[0] = False
 
-    pool = [threading.Thread(target=worker, args=(i, w), daemon=True,
-                             name=f"fastsem-compare-{i}")
-            for i, w in enumerate(waits)]
+    pool = [
+        threading.Thread(target=worker, args=(i, w), daemon=True, name=f"fastsem-compare-{i}")
+        for i, w in enumerate(waits)
+    ]
     started = []
     try:
         for t in pool:
@@ -293,11 +300,12 @@ def measure_contended(c: Contender, *, threads: int = THREADS,
             t.join(max(0.0, deadline - time.monotonic()))
         hung = sum(t.is_alive() for t in started)
     if hung:
-        raise RuntimeError(f"{c.name}: {hung} of {threads} threads did not stop "
-                           f"within {JOIN_TIMEOUT:.0f} s of the stop flag")
+        raise RuntimeError(
+            f"{c.name}: {hung} of {threads} threads did not stop "
+            f"within {JOIN_TIMEOUT:.0f} s of the stop flag"
+        )
     if errors:
-        raise RuntimeError(f"{c.name}: a worker thread failed: {errors[0]!r}") \
-            from errors[0]
+        raise RuntimeError(f"{c.name}: a worker thread failed: {errors[0]!r}") from errors[0]
 
     window_s = (t_end - t_begin) / 1e9
     counts = [e - b for b, e in zip(begin, end)]
@@ -316,8 +324,7 @@ def measure_contended(c: Contender, *, threads: int = THREADS,
     return {
         "threads": threads,
         "all_started": all_started,
-        "start_spread_ms": ((max(through_gate) - t_gate) / 1e6
-                            if all_started else None),
+        "start_spread_ms": ((max(through_gate) - t_gate) / 1e6 if all_started else None),
         "warmup_s": warmup,
         "seconds": window_s,
         "acquisitions": total,
@@ -339,6 +346,7 @@ def measure_contended(c: Contender, *, threads: int = THREADS,
 
 # --------------------------------------------------------------------------
 # Barging
+
 
 def _wait_queued(sem: Any, waiter_started: threading.Event) -> None:
     """Returns once the waiter thread is (taken to be) blocked in acquire()."""
@@ -364,7 +372,7 @@ def measure_barging(c: Contender, *, trials: int = BARGE_TRIALS) -> dict[str, An
         started = threading.Event()
         errors: list[BaseException] = []
 
-        def waiter() -> None:
+        def waiter(sem: Any, started: threading.Event, errors: list[BaseException]) -> None:
             started.set()
             try:
                 sem.acquire()
@@ -372,7 +380,9 @@ def measure_barging(c: Contender, *, trials: int = BARGE_TRIALS) -> dict[str, An
             except BaseException as exc:  # reported below
                 errors.append(exc)
 
-        w = threading.Thread(target=waiter, daemon=True, name="fastsem-barge")
+        w = threading.Thread(
+            target=waiter, args=(sem, started, errors), daemon=True, name="fastsem-barge"
+        )
         w.start()
         try:
             _wait_queued(sem, started)
@@ -386,15 +396,14 @@ def measure_barging(c: Contender, *, trials: int = BARGE_TRIALS) -> dict[str, An
         if w.is_alive():
             raise RuntimeError(f"{c.name}: the queued waiter never got the permit")
         if errors:
-            raise RuntimeError(f"{c.name}: the waiter failed: {errors[0]!r}") \
-                from errors[0]
+            raise RuntimeError(f"{c.name}: the waiter failed: {errors[0]!r}") from errors[0]
     return {"barges": barges, "trials": trials}
 
 
 # --------------------------------------------------------------------------
 
-def run(quick: bool = False,
-        progress: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+
+def run(quick: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Runs every workload on every contender; returns a JSON-serialisable dict.
 
     `progress`, if given, is called with a short line before each step.
@@ -404,8 +413,9 @@ def run(quick: bool = False,
     trials = BARGE_TRIALS_QUICK if quick else BARGE_TRIALS
     found = contenders()
     results: list[dict[str, Any]] = [
-        {"name": c.name, "is_lock": c.is_lock, "fair": c.fair} for c in found]
-    steps = [
+        {"name": c.name, "is_lock": c.is_lock, "fair": c.fair} for c in found
+    ]
+    steps: list[tuple[str, Callable[[Contender], dict[str, Any]]]] = [
         ("uncontended", lambda c: measure_uncontended(c, quick=quick)),
         ("contended", lambda c: measure_contended(c, seconds=seconds, warmup=warmup)),
         ("barging", lambda c: measure_barging(c, trials=trials)),

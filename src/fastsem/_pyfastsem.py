@@ -18,10 +18,11 @@ import math
 import operator
 import os
 import threading
+from _thread import LockType
+from _thread import allocate_lock as _allocate_lock
 from collections import deque
 from time import monotonic as _monotonic
-
-from _thread import allocate_lock as _allocate_lock
+from typing import Any
 
 _TIMEOUT_MAX = threading.TIMEOUT_MAX
 _COUNT_MAX = 2**63 - 1  # the C core's range (long long), kept the same here
@@ -42,7 +43,7 @@ if hasattr(os, "register_at_fork"):
 
 
 def _as_count(n: object) -> int:
-    count = n if type(n) is int else operator.index(n)  # TypeError for 1.5
+    count = n if type(n) is int else operator.index(n)  # type: ignore[arg-type]  # TypeError for 1.5
     if not -_COUNT_MAX - 1 <= count <= _COUNT_MAX:
         raise OverflowError("Python int too large to convert to C long long")
     return count
@@ -58,7 +59,7 @@ def _deadline(timeout: object) -> float:
     if hasattr(type(timeout), "__float__"):
         seconds = float(timeout)  # type: ignore[arg-type]
     elif hasattr(type(timeout), "__index__"):
-        seconds = float(operator.index(timeout))
+        seconds = float(operator.index(timeout))  # type: ignore[arg-type]
     else:
         raise TypeError(f"must be real number, not {type(timeout).__name__}")
     if math.isnan(seconds):
@@ -72,7 +73,7 @@ def _deadline(timeout: object) -> float:
 class _Waiter:
     """One blocked acquire: what it wants and its own wake-up lock."""
 
-    __slots__ = ("want", "state", "wakeup", "signalled", "fork_generation")
+    __slots__ = ("fork_generation", "signalled", "state", "wakeup", "want")
 
     def __init__(self, want: int) -> None:
         self.want = want
@@ -105,8 +106,16 @@ class Semaphore:
     ValueError.
     """
 
-    __slots__ = ("_mutex", "_count", "_max_value", "_fair", "_queue",
-                 "_fork_generation", "_initialized", "__weakref__")
+    __slots__ = (
+        "__weakref__",
+        "_count",
+        "_fair",
+        "_fork_generation",
+        "_initialized",
+        "_max_value",
+        "_mutex",
+        "_queue",
+    )
 
     def __init__(self, value: int = 1, *, fair: bool = True) -> None:
         self._configure(value, -1, fair)
@@ -125,7 +134,7 @@ class Semaphore:
         self._fork_generation = _fork_generation
         self._initialized = True
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> str | tuple[Any, ...]:
         raise TypeError(f"cannot pickle {type(self).__name__!r} object")
 
     def __repr__(self) -> str:
@@ -133,7 +142,7 @@ class Semaphore:
         module = "fastsem" if cls.__module__ == __name__ else cls.__module__
         return f"<{module}.{cls.__qualname__} at {id(self):#x}: value={self._count}>"
 
-    def _lock(self):  # type: ignore[no-untyped-def]
+    def _lock(self) -> LockType:
         if self._fork_generation != _fork_generation:
             # First use in a fork child: the mutex may have been held by a
             # thread of the parent, and the queued waiters' threads are gone.
@@ -166,11 +175,10 @@ class Semaphore:
         _check_count(n)
         if n > self._max_value >= 0:
             raise ValueError(
-                f"cannot acquire {n} permits from a semaphore bounded at "
-                f"{self._max_value}")
+                f"cannot acquire {n} permits from a semaphore bounded at {self._max_value}"
+            )
 
-    def acquire(self, blocking: bool = True, timeout: float | None = None,
-                *, n: int = 1) -> bool:
+    def acquire(self, blocking: bool = True, timeout: float | None = None, *, n: int = 1) -> bool:
         """Acquire n permits (default 1).
 
         With blocking true (the default) and no timeout, wait in line until n
@@ -318,8 +326,9 @@ class BoundedSemaphore(Semaphore):
     def __repr__(self) -> str:
         cls = type(self)
         module = "fastsem" if cls.__module__ == __name__ else cls.__module__
-        return (f"<{module}.{cls.__qualname__} at {id(self):#x}: "
-                f"value={self.value}/{self._max_value}>")
+        return (
+            f"<{module}.{cls.__qualname__} at {id(self):#x}: value={self.value}/{self._max_value}>"
+        )
 
     @property
     def max_value(self) -> int:
