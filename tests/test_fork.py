@@ -110,3 +110,23 @@ def test_semaphore_made_in_the_child_works(impl):
         return sem.acquire(timeout=1) and not sem.acquire(timeout=0.01)
 
     assert fork_and_check(child) == 0
+
+
+def test_ctrl_c_in_a_child_forked_from_another_thread(impl):
+    """The thread that forks becomes the child's main thread, where signal
+    handlers run: its blocked acquire() must still see Ctrl-C."""
+    sem = impl.Semaphore(0)
+    status: list[int] = []
+
+    def child() -> bool:
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+        try:
+            sem.acquire()
+        except KeyboardInterrupt:
+            return sem.waiting == 0 and sem.value == 0
+        return False
+
+    forker = threading.Thread(target=lambda: status.append(fork_and_check(child)))
+    forker.start()
+    forker.join(60)
+    assert status == [0]

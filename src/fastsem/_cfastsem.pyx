@@ -11,6 +11,7 @@ is not reliably woken by a signal) without leaving its place in the queue.
 cimport cython
 from libc.math cimport isnan
 
+import os
 import threading
 
 cdef extern from "Python.h":
@@ -64,7 +65,21 @@ cdef extern from "fastsem_core.h" nogil:
 cdef fs_time SIGNAL_CHECK_INTERVAL_NS = 10 * 1000 * 1000
 
 cdef double TIMEOUT_MAX = threading.TIMEOUT_MAX
-cdef object _main_thread = threading.main_thread
+
+# Signal handlers run only in the main thread, so only it pauses its waits.
+# Its ident is cached: between queueing a node and waiting on it no Python
+# code may run (a signal handler could raise there and strand the node).
+cdef unsigned long _main_thread_ident = threading.main_thread().ident
+
+
+def _after_fork_in_child():
+    # The thread that called fork() is the child's main thread.
+    global _main_thread_ident
+    _main_thread_ident = PyThread_get_thread_ident()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 cdef fs_time _deadline(object timeout) except? -1:
@@ -187,7 +202,7 @@ cdef class Semaphore:
         raise MemoryError("could not initialise a wait")
 
     cdef bint _wait(self, fs_waiter *node, fs_time deadline) except -1:
-        cdef bint pausing = PyThread_get_thread_ident() == _main_thread().ident
+        cdef bint pausing = PyThread_get_thread_ident() == _main_thread_ident
         cdef fs_time wake_by = FS_FOREVER
         cdef int rc
         while True:
