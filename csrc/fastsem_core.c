@@ -3,10 +3,23 @@
  *
  * Design
  * ------
- * One mutex guards all of a semaphore's state: the count of free permits and
- * a FIFO queue of waiters. There are no atomics on the permit count and no
- * lock-free tricks, so every piece of shared state is behind that mutex and the
- * code is correct on free-threaded Python as well as with a GIL.
+ * A semaphore is a permit word and a FIFO queue of waiters behind a mutex.
+ * The permit word holds the count of free permits and one flag bit, WAITERS,
+ * which is set exactly while the queue is non-empty:
+ *
+ *     bit 63          bits 62..0
+ *   +---------+-------------------------+
+ *   | WAITERS |  free permits (count)   |
+ *   +---------+-------------------------+
+ *
+ * The uncontended paths touch the word alone, with one compare-and-swap: an
+ * acquire takes permits while WAITERS is clear (fair mode: nobody queued) and
+ * the count suffices; a release adds permits while WAITERS is clear (nobody
+ * to hand them to). Everything else holds the mutex, and since a fast path
+ * never runs while WAITERS is set (except a non-fair acquire, which only
+ * takes), the slow paths see a word that only they change. Every piece of
+ * shared state is behind the mutex or in that one atomic word, so the code is
+ * correct on free-threaded Python as well as with a GIL.
  *
  *         +------+      +------+      +------+
  *   head  | want |<---->| want |<---->| want |  tail
@@ -21,7 +34,7 @@
  *
  * Fair mode (the default) keeps one invariant after every operation:
  *
- *     the queue is empty, or value < head->want
+ *     the queue is empty (WAITERS clear), or count < head->want
  *
  * - acquire takes permits at once only if nobody is queued (no barging), else
  *   it joins the tail;
@@ -106,23 +119,86 @@ static void queue_remove(fs_queue *q, fs_waiter *w)
 }
 
 /* ------------------------------------------------------------------------ */
-/* The grant policy, on fs_state alone (the caller holds the lock).         */
+/* The permit word.                                                          */
 
-static int state_can_take_now(const fs_state *st, fs_count n)
+#define WAITERS FS_WORD_WAITERS
+#define COUNT(word) ((fs_count)((word) & ~WAITERS))
+
+static inline fs_count state_count(fs_state *st)
 {
-    if (st->value < n)
-        return 0;
-    // Fair: only when nobody is queued ahead. Non-fair: whenever enough are free.
-    return !st->fair || st->queue.head == NULL;
+    return COUNT(atomic_load_explicit(&st->word, memory_order_acquire));
 }
 
-/* Serves the queue after the count grew or a waiter left. */
+/* Takes n permits if enough are free and, with honour_queue, nobody is
+ * queued. Lock-free; safe with or without the mutex. */
+static inline int word_try_take(fs_state *st, fs_count n, int honour_queue)
+{
+    uint64_t w = atomic_load_explicit(&st->word, memory_order_relaxed);
+    while (COUNT(w) >= n && !(honour_queue && (w & WAITERS))) {
+        if (atomic_compare_exchange_weak_explicit(&st->word, &w, w - (uint64_t)n,
+                                                  memory_order_acquire,
+                                                  memory_order_relaxed))
+            return 1;
+    }
+    return 0;
+}
+
+static inline int room_for(const fs_state *st, fs_count count, fs_count n)
+{
+    if (st->max_value >= 0 && n > st->max_value - count)
+        return FS_OVER_BOUND;
+    if (n > LLONG_MAX - count)
+        return FS_OVERFLOW;
+    return FS_OK;
+}
+
+/* Adds n permits if nobody is queued: FS_OK, or FS_OVER_BOUND / FS_OVERFLOW
+ * (nothing changed), or FS_QUEUED if there are waiters to serve, which needs
+ * the mutex (nothing changed). Lock-free. */
+static inline int word_try_put(fs_state *st, fs_count n)
+{
+    uint64_t w = atomic_load_explicit(&st->word, memory_order_relaxed);
+    while (!(w & WAITERS)) {
+        int rc = room_for(st, COUNT(w), n);
+        if (rc != FS_OK)
+            return rc;
+        if (atomic_compare_exchange_weak_explicit(&st->word, &w, w + (uint64_t)n,
+                                                  memory_order_release,
+                                                  memory_order_relaxed))
+            return FS_OK;
+    }
+    return FS_QUEUED;
+}
+
+/* Gives n permits back, capped at the bound (or the largest count): the
+ * permits of a grant that is being passed on. Lock-free. */
+static void word_put_capped(fs_state *st, fs_count n)
+{
+    fs_count cap = st->max_value >= 0 ? st->max_value : LLONG_MAX;
+    uint64_t w = atomic_load_explicit(&st->word, memory_order_relaxed);
+    for (;;) {
+        fs_count count = COUNT(w);
+        fs_count next = count > cap - n ? cap : count + n;
+        if (atomic_compare_exchange_weak_explicit(&st->word, &w,
+                                                  (w & WAITERS) | (uint64_t)next,
+                                                  memory_order_release,
+                                                  memory_order_relaxed))
+            return;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* The grant policy (the caller holds the mutex).                           */
+
+/* Serves the queue after the count grew or a waiter left, and clears
+ * WAITERS once the queue is empty. */
 static void state_dispatch(fs_state *st)
 {
     fs_waiter *w;
     if (st->fair) {
-        while ((w = st->queue.head) != NULL && w->want <= st->value) {
-            st->value -= w->want;
+        // WAITERS is set, so no fast path changes the count under us.
+        while ((w = st->queue.head) != NULL && w->want <= state_count(st)) {
+            atomic_fetch_sub_explicit(&st->word, (uint64_t)w->want, memory_order_relaxed);
             queue_remove(&st->queue, w);
             w->state = FS_W_GRANTED;
             /* Signalled under the mutex: the node is on the waiter's stack and
@@ -130,17 +206,34 @@ static void state_dispatch(fs_state *st)
             pthread_cond_signal(&w->wakeup);
         }
     } else {
-        fs_count left = st->value;
+        fs_count left = state_count(st);
         for (w = st->queue.head; w != NULL && w->want <= left; w = w->next) {
             left -= w->want;
             pthread_cond_signal(&w->wakeup);
         }
     }
+    if (st->queue.head == NULL)
+        atomic_fetch_and_explicit(&st->word, ~WAITERS, memory_order_release);
 }
 
-static fs_count saturating_add(fs_count a, fs_count b)
+/* Takes n permits now if the policy allows, else sets WAITERS (so that the
+ * caller can queue): returns 1 if taken. The caller holds the mutex. */
+static int state_take_or_mark_waiting(fs_state *st, fs_count n)
 {
-    return a > LLONG_MAX - b ? LLONG_MAX : a + b;
+    uint64_t w = atomic_load_explicit(&st->word, memory_order_relaxed);
+    for (;;) {
+        if (COUNT(w) >= n && !(st->fair && (w & WAITERS))) {
+            if (atomic_compare_exchange_weak_explicit(&st->word, &w, w - (uint64_t)n,
+                                                      memory_order_acquire,
+                                                      memory_order_relaxed))
+                return 1;
+        } else if ((w & WAITERS) ||
+                   atomic_compare_exchange_weak_explicit(&st->word, &w, w | WAITERS,
+                                                         memory_order_acq_rel,
+                                                         memory_order_relaxed)) {
+            return 0;
+        }
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -183,6 +276,7 @@ static void sem_after_fork(fs_sem *s)
         pthread_mutex_init(&s->mutex, NULL);
         s->st.queue.head = s->st.queue.tail = NULL;
         s->st.queue.length = 0;
+        atomic_fetch_and(&s->st.word, ~WAITERS);
         atomic_store_explicit(&s->fork_gen, gen, memory_order_release);
     }
     pthread_mutex_unlock(&g_fork_fixup);
@@ -194,6 +288,14 @@ static inline void sem_lock(fs_sem *s)
         atomic_load_explicit(&g_fork_gen, memory_order_relaxed))
         sem_after_fork(s);
     pthread_mutex_lock(&s->mutex);
+}
+
+/* True in a fork child until the semaphore's first locked use there: its
+ * WAITERS bit may stand for the parent's queue. */
+static inline int sem_is_from_before_fork(fs_sem *s)
+{
+    return atomic_load_explicit(&s->fork_gen, memory_order_relaxed) !=
+           atomic_load_explicit(&g_fork_gen, memory_order_relaxed);
 }
 
 static inline void sem_unlock(fs_sem *s)
@@ -255,7 +357,7 @@ int fs_sem_init(fs_sem *s, fs_count value, fs_count max_value, int fair)
     if (pthread_mutex_init(&s->mutex, NULL) != 0)
         return FS_ENOMEM;
     atomic_init(&s->fork_gen, atomic_load(&g_fork_gen));
-    s->st.value = value;
+    atomic_init(&s->st.word, (uint64_t)value);
     s->st.max_value = max_value < 0 ? -1 : max_value;
     s->st.fair = fair ? 1 : 0;
     s->st.queue.head = s->st.queue.tail = NULL;
@@ -267,7 +369,7 @@ void fs_sem_destroy(fs_sem *s)
 {
     // Only the owner calls this, when no thread can be inside; after a fork the
     // mutex may be the parent's, so only destroy one made in this process.
-    if (atomic_load(&s->fork_gen) == atomic_load(&g_fork_gen))
+    if (!sem_is_from_before_fork(s))
         pthread_mutex_destroy(&s->mutex);
 }
 
@@ -279,24 +381,28 @@ static int request_is_valid(const fs_state *st, fs_count n)
 
 int fs_sem_try_acquire(fs_sem *s, fs_count n)
 {
-    int rc;
-    sem_lock(s);
-    if (!request_is_valid(&s->st, n))
-        rc = FS_EINVAL;
-    else if (state_can_take_now(&s->st, n)) {
-        s->st.value -= n;
-        rc = FS_OK;
-    } else
-        rc = FS_WOULD_BLOCK;
-    sem_unlock(s);
-    return rc;
+    fs_state *st = &s->st;
+    if (!request_is_valid(st, n))
+        return FS_EINVAL;
+    if (word_try_take(st, n, st->fair))
+        return FS_OK;
+    if (sem_is_from_before_fork(s)) {
+        // The parent's waiters may be what blocks us: drop them, then retry.
+        sem_lock(s);
+        sem_unlock(s);
+        if (word_try_take(st, n, st->fair))
+            return FS_OK;
+    }
+    return FS_WOULD_BLOCK;
 }
 
-/* Puts w at the tail; the caller holds the lock. */
+/* Puts w at the tail; the caller holds the lock and has set WAITERS. */
 static int enqueue_locked(fs_sem *s, fs_waiter *w, fs_count n)
 {
-    if (pthread_cond_init(&w->wakeup, &g_condattr) != 0)
+    if (pthread_cond_init(&w->wakeup, &g_condattr) != 0) {
+        state_dispatch(&s->st); // clears WAITERS again if nobody else waits
         return FS_ENOMEM;
+    }
     w->want = n;
     w->state = FS_W_WAITING;
     w->fork_gen = atomic_load_explicit(&s->fork_gen, memory_order_relaxed);
@@ -307,13 +413,15 @@ static int enqueue_locked(fs_sem *s, fs_waiter *w, fs_count n)
 int fs_sem_acquire_or_enqueue(fs_sem *s, fs_waiter *w, fs_count n)
 {
     int rc;
+    fs_state *st = &s->st;
+    if (!request_is_valid(st, n))
+        return FS_EINVAL;
+    if (word_try_take(st, n, st->fair))
+        return FS_OK; // uncontended: no lock, no system call
     sem_lock(s);
-    if (!request_is_valid(&s->st, n))
-        rc = FS_EINVAL;
-    else if (state_can_take_now(&s->st, n)) {
-        s->st.value -= n;
+    if (state_take_or_mark_waiting(st, n))
         rc = FS_OK;
-    } else
+    else
         rc = enqueue_locked(s, w, n);
     sem_unlock(s);
     return rc;
@@ -343,8 +451,7 @@ int fs_sem_wait(fs_sem *s, fs_waiter *w, fs_time deadline, fs_time wake_by)
     sem_lock(s);
     if (waiter_was_dropped(s, w) && w->state == FS_W_WAITING) {
         // Join again at the tail of this process's queue (or take at once).
-        if (state_can_take_now(st, w->want)) {
-            st->value -= w->want;
+        if (state_take_or_mark_waiting(st, w->want)) {
             w->state = FS_W_DONE;
             sem_unlock(s);
             return FS_OK;
@@ -358,9 +465,8 @@ int fs_sem_wait(fs_sem *s, fs_waiter *w, fs_time deadline, fs_time wake_by)
     for (;;) {
         if (w->state == FS_W_GRANTED)
             break;
-        if (!st->fair && w->want <= st->value) {
+        if (!st->fair && word_try_take(st, w->want, 0)) {
             // Non-fair: a woken waiter competes for free permits.
-            st->value -= w->want;
             queue_remove(&st->queue, w);
             state_dispatch(st); // others may fit in what is left
             break;
@@ -390,13 +496,11 @@ int fs_sem_cancel(fs_sem *s, fs_waiter *w)
     int passed_on = 0;
     sem_lock(s);
     if (w->state == FS_W_GRANTED) {
-        // Granted in the same instant: hand the permits on, as a release would.
-        st->value = saturating_add(st->value, w->want);
-        /* Granted permits are held, not free, so an over-release of a bounded
-         * semaphore was accepted while this node held them; it ends here: a
-         * bounded semaphore never has more than its bound. */
-        if (st->max_value >= 0 && st->value > st->max_value)
-            st->value = st->max_value;
+        /* Granted in the same instant: hand the permits on, as a release
+         * would. Granted permits are held, not free, so an over-release of a
+         * bounded semaphore may have been accepted meanwhile; it ends here:
+         * the count is capped at the bound. */
+        word_put_capped(st, w->want);
         passed_on = 1;
     } else if (w->state == FS_W_WAITING && !waiter_was_dropped(s, w)) {
         queue_remove(&st->queue, w);
@@ -411,18 +515,21 @@ int fs_sem_cancel(fs_sem *s, fs_waiter *w)
 
 int fs_sem_release(fs_sem *s, fs_count n)
 {
-    int rc = FS_OK;
+    fs_state *st = &s->st;
     if (n < 1)
         return FS_EINVAL;
+    int rc = word_try_put(st, n);
+    if (rc != FS_QUEUED)
+        return rc; // nobody waits: no lock, no system call
     sem_lock(s);
-    fs_state *st = &s->st;
-    if (st->max_value >= 0 && n > st->max_value - st->value)
-        rc = FS_OVER_BOUND;
-    else if (n > LLONG_MAX - st->value)
-        rc = FS_OVERFLOW;
-    else {
-        st->value += n;
-        state_dispatch(st);
+    rc = word_try_put(st, n); // the queue may have emptied meanwhile
+    if (rc == FS_QUEUED) {
+        // WAITERS is set and only lock holders change the count upwards.
+        rc = room_for(st, state_count(st), n);
+        if (rc == FS_OK) {
+            atomic_fetch_add_explicit(&st->word, (uint64_t)n, memory_order_release);
+            state_dispatch(st);
+        }
     }
     sem_unlock(s);
     return rc;
@@ -430,10 +537,11 @@ int fs_sem_release(fs_sem *s, fs_count n)
 
 fs_count fs_sem_value(fs_sem *s)
 {
-    sem_lock(s);
-    fs_count v = s->st.value;
-    sem_unlock(s);
-    return v;
+    if (sem_is_from_before_fork(s)) {
+        sem_lock(s);
+        sem_unlock(s);
+    }
+    return state_count(&s->st);
 }
 
 size_t fs_sem_waiting(fs_sem *s)

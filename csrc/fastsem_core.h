@@ -72,12 +72,17 @@ typedef struct fs_queue {
     size_t length;
 } fs_queue;
 
-/* Everything that decides who gets permits; guarded by the owner's mutex. */
+/* The permit word: free permits in the low 63 bits, and FS_WORD_WAITERS,
+ * set exactly while the queue is non-empty. Uncontended acquires and releases
+ * change it with one compare-and-swap; everything else holds the mutex. */
+#define FS_WORD_WAITERS ((uint64_t)1 << 63)
+
+/* Everything that decides who gets permits. */
 typedef struct fs_state {
-    fs_count value;     /* free permits, never negative */
-    fs_count max_value; /* bound on value for a bounded semaphore, else -1 */
-    int fair;           /* 1: FIFO with direct handoff; 0: barging allowed */
-    fs_queue queue;
+    _Atomic uint64_t word; /* free permits | FS_WORD_WAITERS */
+    fs_count max_value;    /* bound on the count for a bounded semaphore, else -1 */
+    int fair;              /* 1: FIFO with direct handoff; 0: barging allowed */
+    fs_queue queue;        /* guarded by the owner's mutex */
 } fs_state;
 
 /* A semaphore for threads of one process. */
@@ -116,7 +121,8 @@ int fs_sem_cancel(fs_sem *s, fs_waiter *w);
  * (n < 1), FS_OVER_BOUND or FS_OVERFLOW (nothing changed on failure). */
 int fs_sem_release(fs_sem *s, fs_count n);
 
-/* Snapshots (a racing thread may change them at once). */
+/* Snapshots (a racing thread may change them at once); fs_sem_value takes
+ * no lock. */
 fs_count fs_sem_value(fs_sem *s);
 size_t fs_sem_waiting(fs_sem *s);
 
