@@ -11,7 +11,7 @@
  *     fs_waiter w;
  *     int rc = fs_sem_acquire_or_enqueue(&sem, &w, n);   // FS_OK or FS_QUEUED
  *     while (rc == FS_QUEUED) {
- *         rc = fs_sem_wait(&sem, &w, deadline, wake_by); // OK, TIMEOUT, PAUSED
+ *         rc = fs_sem_wait(&sem, &w, deadline, wake_by); // OK, TIMEOUT, PAUSED, CLOSED
  *         if (rc == FS_PAUSED && must_give_up) {
  *             fs_sem_cancel(&sem, &w);                   // never loses a permit
  *             break;
@@ -45,17 +45,27 @@ enum {
     FS_OVER_BOUND = 5,  /* release: the count would pass the bound; nothing changed */
     FS_OVERFLOW = 6,    /* release: the count would not fit in fs_count; nothing changed */
     FS_EINVAL = 7,      /* bad argument (n < 1, negative value, ...) */
-    FS_ENOMEM = 8       /* pthread primitive could not be initialised */
+    FS_ENOMEM = 8,      /* pthread primitive could not be initialised */
+    FS_CLOSED = 9       /* the semaphore is closed: no acquire can succeed */
 };
 
 typedef long long fs_count;
+
+/* The largest count a semaphore can hold (the permit word keeps two flags). */
+#define FS_COUNT_MAX ((fs_count)(((uint64_t)1 << 62) - 1))
 
 /* A point in time, in nanoseconds of CLOCK_MONOTONIC. */
 typedef int64_t fs_time;
 #define FS_FOREVER INT64_MAX
 
 /* Waiter states. */
-enum { FS_W_WAITING = 0, FS_W_GRANTED = 1, FS_W_DONE = 2 };
+enum {
+    FS_W_WAITING = 0,
+    FS_W_GRANTED = 1,  /* the permits were handed to it */
+    FS_W_CLOSED = 2,   /* turned away by fs_sem_close */
+    FS_W_REJECTED = 3, /* turned away: its request exceeds a lowered bound */
+    FS_W_DONE = 4      /* finished with; the node may go */
+};
 
 /* One blocked acquire. Lives on the waiting thread's stack. */
 typedef struct fs_waiter {
@@ -63,6 +73,7 @@ typedef struct fs_waiter {
     fs_count want;                 /* permits requested */
     int state;                     /* FS_W_*; written under the semaphore's mutex */
     unsigned long fork_gen;        /* fork generation the node was queued in */
+    int64_t queued_at;             /* fs_now() when it joined the queue */
     pthread_cond_t wakeup;         /* this waiter's own wake-up primitive */
 } fs_waiter;
 
@@ -72,17 +83,43 @@ typedef struct fs_queue {
     size_t length;
 } fs_queue;
 
-/* The permit word: free permits in the low 63 bits, and FS_WORD_WAITERS,
- * set exactly while the queue is non-empty. Uncontended acquires and releases
- * change it with one compare-and-swap; everything else holds the mutex. */
-#define FS_WORD_WAITERS ((uint64_t)1 << 63)
+/* The permit word: free permits in the low 62 bits and two flags. SLOW is
+ * set exactly while the queue is non-empty or a lowered bound is still owed
+ * permits: every change of the word then takes the mutex. CLOSED is set by
+ * fs_sem_close and never cleared: no acquire succeeds. Uncontended acquires
+ * and releases change the word with one compare-and-swap. */
+#define FS_WORD_SLOW ((uint64_t)1 << 63)
+#define FS_WORD_CLOSED ((uint64_t)1 << 62)
+
+/* Wait times of contended acquisitions, on a fixed log scale: bucket 0 holds
+ * waits under 1 us; then each power of two of microseconds, 2^k .. 2^(k+1),
+ * is split into FS_HIST_SUBBUCKETS equal parts, up to 2^FS_HIST_OCTAVES us
+ * (about 9.5 hours; longer waits land in the last bucket). */
+#define FS_HIST_SUBBUCKETS 4
+#define FS_HIST_OCTAVES 35
+#define FS_HIST_BUCKETS (1 + FS_HIST_SUBBUCKETS * FS_HIST_OCTAVES)
+
+typedef struct fs_stats {
+    uint64_t acquisitions;  /* successful acquires, waiting or not */
+    uint64_t contended;     /* of those, the ones that had to queue */
+    uint64_t timeouts;      /* acquires that gave up at their deadline */
+    uint64_t interrupts;    /* waits abandoned by the caller (fs_sem_cancel) */
+    uint64_t max_waiting;   /* the longest the queue has been */
+    uint64_t wait_total_ns; /* summed over contended acquisitions */
+    uint64_t wait_max_ns;
+    uint64_t histogram[FS_HIST_BUCKETS];
+} fs_stats;
 
 /* Everything that decides who gets permits. */
 typedef struct fs_state {
-    _Atomic uint64_t word; /* free permits | FS_WORD_WAITERS */
-    fs_count max_value;    /* bound on the count for a bounded semaphore, else -1 */
-    int fair;              /* 1: FIFO with direct handoff; 0: barging allowed */
-    fs_queue queue;        /* guarded by the owner's mutex */
+    _Atomic uint64_t word;       /* free permits | FS_WORD_SLOW | FS_WORD_CLOSED */
+    _Atomic fs_count max_value;  /* the bound of a bounded semaphore, else -1 */
+    int fair;                    /* 1: FIFO with direct handoff; 0: barging allowed */
+    /* The rest is guarded by the owner's mutex. */
+    fs_count debt;               /* permits a lowered bound still takes from releases */
+    fs_queue queue;
+    _Atomic uint64_t uncontended; /* acquisitions that did not wait */
+    fs_stats *stats;             /* everything else: made at the first wait */
 } fs_state;
 
 /* A semaphore for threads of one process. */
@@ -92,13 +129,15 @@ typedef struct fs_sem {
     fs_state st;
 } fs_sem;
 
-/* Returns FS_OK, FS_EINVAL (value < 0, or max_value >= 0 and value > max_value)
- * or FS_ENOMEM. max_value < 0 means unbounded. */
+/* Returns FS_OK, FS_EINVAL (value < 0, or max_value >= 0 and value > max_value),
+ * FS_OVERFLOW (value or max_value > FS_COUNT_MAX) or FS_ENOMEM. max_value < 0
+ * means unbounded. */
 int fs_sem_init(fs_sem *s, fs_count value, fs_count max_value, int fair);
 void fs_sem_destroy(fs_sem *s);
 
-/* Takes n permits if that needs no wait: FS_OK or FS_WOULD_BLOCK (FS_EINVAL
- * for n < 1). In fair mode it never overtakes a queued waiter. */
+/* Takes n permits if that needs no wait: FS_OK or FS_WOULD_BLOCK; FS_EINVAL
+ * for n < 1 or past the bound, FS_OVERFLOW past FS_COUNT_MAX, FS_CLOSED. In
+ * fair mode it never overtakes a queued waiter. */
 int fs_sem_try_acquire(fs_sem *s, fs_count n);
 
 /* As try_acquire, but on FS_WOULD_BLOCK queues w (at the tail) in the same
@@ -108,7 +147,9 @@ int fs_sem_acquire_or_enqueue(fs_sem *s, fs_waiter *w, fs_count n);
 /* Waits for a queued w to be granted. Returns FS_OK once granted (also when
  * the grant and the deadline meet), FS_TIMEOUT at `deadline` (w has left the
  * queue, and whoever it held back has been reconsidered), FS_PAUSED at
- * `wake_by` (w keeps its place). Either time may be FS_FOREVER. FS_ENOMEM only
+ * `wake_by` (w keeps its place), FS_CLOSED if the semaphore was closed, FS_EINVAL
+ * if a lowered bound turned the request away (in both cases w has left the
+ * queue). Either time may be FS_FOREVER. FS_ENOMEM only
  * if, in a fork child, the node could not be queued again (w is finished). */
 int fs_sem_wait(fs_sem *s, fs_waiter *w, fs_time deadline, fs_time wake_by);
 
@@ -125,6 +166,27 @@ int fs_sem_release(fs_sem *s, fs_count n);
  * no lock. */
 fs_count fs_sem_value(fs_sem *s);
 size_t fs_sem_waiting(fs_sem *s);
+fs_count fs_sem_max_value(fs_sem *s); /* -1 if unbounded */
+int fs_sem_closed(fs_sem *s);
+
+/* Turns away every queued waiter and every later acquire (FS_CLOSED);
+ * releases still work. Idempotent. */
+void fs_sem_close(fs_sem *s);
+
+/* Takes all free permits that are not owed to a queued waiter (in fair mode:
+ * none while anyone is queued) and returns how many. */
+fs_count fs_sem_drain(fs_sem *s);
+
+/* Bounded semaphores: a new bound. Raising it adds permits and serves the
+ * queue; lowering it takes free permits now and the rest from later releases;
+ * queued requests larger than the new bound are turned away (FS_EINVAL from
+ * fs_sem_wait). FS_OK, or FS_EINVAL (unbounded, or new_max < 0). */
+int fs_sem_resize(fs_sem *s, fs_count new_max);
+
+/* Copies the statistics (counters zero where nothing was recorded), or
+ * resets them. */
+void fs_sem_statistics(fs_sem *s, fs_stats *out);
+void fs_sem_reset_statistics(fs_sem *s);
 
 /* CLOCK_MONOTONIC now, and now + seconds clamped to FS_FOREVER. */
 fs_time fs_now(void);

@@ -196,7 +196,7 @@ static void *waiter_main(void *p)
         if (rc == FS_PAUSED)
             rc = FS_QUEUED;
     }
-    CHECK(rc == FS_OK || rc == FS_TIMEOUT);
+    CHECK(rc == FS_OK || rc == FS_TIMEOUT || rc == FS_CLOSED || rc == FS_EINVAL);
     if (rc == FS_OK && a->rec) {
         pthread_mutex_lock(&a->rec->m);
         a->rec->ids[a->rec->n++] = a->id;
@@ -299,22 +299,25 @@ static void test_basic(void)
         CHECK_EQ(fs_sem_value(&s), 0);
         fs_sem_destroy(&s);
 
-        /* Unbounded (any negative max_value), up to the edge of fs_count. */
-        CHECK_EQ(fs_sem_init(&s, LLONG_MAX - 1, -7, fair), FS_OK);
+        /* Unbounded (any negative max_value), up to FS_COUNT_MAX. */
+        CHECK_EQ(fs_sem_init(&s, FS_COUNT_MAX + 1, -7, fair), FS_OVERFLOW);
+        CHECK_EQ(fs_sem_init(&s, FS_COUNT_MAX - 1, -7, fair), FS_OK);
+        CHECK_EQ(fs_sem_try_acquire(&s, FS_COUNT_MAX + 1), FS_OVERFLOW);
+        CHECK_EQ(fs_sem_try_acquire(&s, LLONG_MAX), FS_OVERFLOW);
         CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
-        CHECK_EQ(fs_sem_value(&s), LLONG_MAX);
+        CHECK_EQ(fs_sem_value(&s), FS_COUNT_MAX);
         CHECK_EQ(fs_sem_release(&s, 1), FS_OVERFLOW);
-        CHECK_EQ(fs_sem_release(&s, LLONG_MAX), FS_OVERFLOW);
-        CHECK_EQ(fs_sem_value(&s), LLONG_MAX);
-        CHECK_EQ(fs_sem_try_acquire(&s, LLONG_MAX), FS_OK);
+        CHECK_EQ(fs_sem_release(&s, FS_COUNT_MAX), FS_OVERFLOW);
+        CHECK_EQ(fs_sem_value(&s), FS_COUNT_MAX);
+        CHECK_EQ(fs_sem_try_acquire(&s, FS_COUNT_MAX), FS_OK);
         CHECK_EQ(fs_sem_value(&s), 0);
-        CHECK_EQ(fs_sem_release(&s, LLONG_MAX), FS_OK);
-        CHECK_EQ(fs_sem_try_acquire(&s, LLONG_MAX - 5), FS_OK);
+        CHECK_EQ(fs_sem_release(&s, FS_COUNT_MAX), FS_OK);
+        CHECK_EQ(fs_sem_try_acquire(&s, FS_COUNT_MAX - 5), FS_OK);
         CHECK_EQ(fs_sem_value(&s), 5);
-        CHECK_EQ(fs_sem_release(&s, LLONG_MAX - 4), FS_OVERFLOW);
+        CHECK_EQ(fs_sem_release(&s, FS_COUNT_MAX - 4), FS_OVERFLOW);
         CHECK_EQ(fs_sem_value(&s), 5);
-        CHECK_EQ(fs_sem_release(&s, LLONG_MAX - 5), FS_OK);
-        CHECK_EQ(fs_sem_value(&s), LLONG_MAX);
+        CHECK_EQ(fs_sem_release(&s, FS_COUNT_MAX - 5), FS_OK);
+        CHECK_EQ(fs_sem_value(&s), FS_COUNT_MAX);
         fs_sem_destroy(&s);
 
         CHECK_EQ(fs_sem_init(&s, 0, -1, fair), FS_OK);
@@ -685,6 +688,254 @@ static void test_pause(void)
     CHECK_EQ(fs_sem_value(&s), 1);
     CHECK_EQ(fs_sem_release(&s, 1), FS_OVER_BOUND);
     fs_sem_destroy(&s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* lifecycle: close, drain, resize, statistics, single- and multi-threaded.  */
+
+static void test_lifecycle(void)
+{
+    fs_sem s;
+    fs_waiter w;
+    waiter_t a[3];
+    fs_stats st;
+
+    /* close: queued waiters and later acquires are turned away; release works. */
+    CHECK_EQ(fs_sem_init(&s, 0, -1, 1), FS_OK);
+    for (int i = 0; i < 3; i++) {
+        waiter_start(&a[i], &s, i, 1, 0, 0, NULL);
+        WAIT_FOR(fs_sem_waiting(&s) == (size_t)i + 1);
+    }
+    CHECK_EQ(fs_sem_closed(&s), 0);
+    fs_sem_close(&s);
+    for (int i = 0; i < 3; i++) {
+        join_thread(a[i].th);
+        CHECK_EQ(waiter_rc(&a[i]), FS_CLOSED);
+    }
+    CHECK_EQ(fs_sem_closed(&s), 1);
+    CHECK_EQ(fs_sem_waiting(&s), 0);
+    CHECK_EQ(fs_sem_release(&s, 2), FS_OK);
+    CHECK_EQ(fs_sem_value(&s), 2);
+    CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_CLOSED);
+    CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 1), FS_CLOSED);
+    fs_sem_close(&s); /* idempotent */
+    CHECK_EQ(fs_sem_value(&s), 2);
+    CHECK_EQ(fs_sem_drain(&s), 2);
+    fs_sem_destroy(&s);
+
+    /* close keeps a grant made before it. */
+    CHECK_EQ(fs_sem_init(&s, 0, -1, 1), FS_OK);
+    CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 1), FS_QUEUED);
+    CHECK_EQ(fs_sem_wait(&s, &w, FS_FOREVER, fs_now()), FS_PAUSED);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+    fs_sem_close(&s);
+    CHECK_EQ(fs_sem_wait(&s, &w, FS_FOREVER, FS_FOREVER), FS_OK);
+    fs_sem_destroy(&s);
+
+    /* drain: all free permits, but never those owed to a fair queue's head. */
+    for (int fair = 0; fair <= 1; fair++) {
+        CHECK_EQ(fs_sem_init(&s, 5, -1, fair), FS_OK);
+        CHECK_EQ(fs_sem_drain(&s), 5);
+        CHECK_EQ(fs_sem_drain(&s), 0);
+        CHECK_EQ(fs_sem_release(&s, 2), FS_OK);
+        waiter_start(&a[0], &s, 0, 3, 0, 0, NULL);
+        WAIT_FOR(fs_sem_waiting(&s) == 1);
+        CHECK_EQ(fs_sem_drain(&s), fair ? 0 : 2);
+        CHECK_EQ(fs_sem_release(&s, fair ? 1 : 3), FS_OK);
+        join_thread(a[0].th);
+        CHECK_EQ(waiter_rc(&a[0]), FS_OK);
+        CHECK_EQ(fs_sem_value(&s), 0);
+        fs_sem_destroy(&s);
+    }
+
+    /* resize: errors. */
+    CHECK_EQ(fs_sem_init(&s, 1, -1, 1), FS_OK);
+    CHECK_EQ(fs_sem_resize(&s, 5), FS_EINVAL); /* unbounded */
+    fs_sem_destroy(&s);
+    CHECK_EQ(fs_sem_init(&s, 1, 1, 1), FS_OK);
+    CHECK_EQ(fs_sem_resize(&s, -1), FS_EINVAL);
+    CHECK_EQ(fs_sem_resize(&s, FS_COUNT_MAX + 1), FS_OVERFLOW);
+    CHECK_EQ(fs_sem_max_value(&s), 1);
+    fs_sem_destroy(&s);
+
+    /* resize up: the new permits serve the queue in order. */
+    CHECK_EQ(fs_sem_init(&s, 0, 2, 1), FS_OK);
+    waiter_start(&a[0], &s, 0, 1, 0, 0, NULL);
+    WAIT_FOR(fs_sem_waiting(&s) == 1);
+    CHECK_EQ(fs_sem_resize(&s, 4), FS_OK);
+    join_thread(a[0].th);
+    CHECK_EQ(waiter_rc(&a[0]), FS_OK);
+    CHECK_EQ(fs_sem_value(&s), 1);
+    CHECK_EQ(fs_sem_max_value(&s), 4);
+    CHECK_EQ(fs_sem_release(&s, 3), FS_OK);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OVER_BOUND);
+    fs_sem_destroy(&s);
+
+    /* resize down with free permits: they go at once. */
+    CHECK_EQ(fs_sem_init(&s, 3, 3, 1), FS_OK);
+    CHECK_EQ(fs_sem_resize(&s, 1), FS_OK);
+    CHECK_EQ(fs_sem_value(&s), 1);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OVER_BOUND);
+    fs_sem_destroy(&s);
+
+    /* resize down with all held: later releases are absorbed until it fits. */
+    CHECK_EQ(fs_sem_init(&s, 3, 3, 1), FS_OK);
+    CHECK_EQ(fs_sem_try_acquire(&s, 3), FS_OK);
+    CHECK_EQ(fs_sem_resize(&s, 1), FS_OK);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+    CHECK_EQ(fs_sem_value(&s), 0);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+    CHECK_EQ(fs_sem_value(&s), 0);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+    CHECK_EQ(fs_sem_value(&s), 1);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OVER_BOUND);
+    /* ... and raising it again first forgives what is still owed. */
+    CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_OK);
+    CHECK_EQ(fs_sem_resize(&s, 0), FS_OK); /* one held, bound 0: owes 1 */
+    CHECK_EQ(fs_sem_resize(&s, 2), FS_OK); /* pays the 1, adds 1 */
+    CHECK_EQ(fs_sem_value(&s), 1);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+    CHECK_EQ(fs_sem_value(&s), 2);
+    fs_sem_destroy(&s);
+
+    /* resize below a queued request: it is turned away; smaller ones stay. */
+    CHECK_EQ(fs_sem_init(&s, 0, 3, 1), FS_OK);
+    waiter_start(&a[0], &s, 0, 3, 0, 0, NULL);
+    WAIT_FOR(fs_sem_waiting(&s) == 1);
+    waiter_start(&a[1], &s, 1, 1, 0, 0, NULL);
+    WAIT_FOR(fs_sem_waiting(&s) == 2);
+    CHECK_EQ(fs_sem_resize(&s, 2), FS_OK);
+    join_thread(a[0].th);
+    CHECK_EQ(waiter_rc(&a[0]), FS_EINVAL);
+    CHECK_EQ(fs_sem_waiting(&s), 1);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK); /* 3 held, bound 2: pays the debt */
+    CHECK_EQ(fs_sem_waiting(&s), 1);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+    join_thread(a[1].th);
+    CHECK_EQ(waiter_rc(&a[1]), FS_OK);
+    fs_sem_destroy(&s);
+
+    /* statistics. */
+    CHECK_EQ(fs_sem_init(&s, 1, -1, 1), FS_OK);
+    fs_sem_statistics(&s, &st);
+    CHECK_EQ(st.acquisitions, 0);
+    CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_OK);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+    CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 1), FS_OK);
+    waiter_start(&a[0], &s, 0, 1, 0, 1, NULL);   /* contended, gives it back */
+    WAIT_FOR(fs_sem_waiting(&s) == 1);
+    waiter_start(&a[1], &s, 1, 1, 0.02, 0, NULL); /* times out behind it */
+    WAIT_FOR(fs_sem_waiting(&s) == 2);
+    join_thread(a[1].th);
+    CHECK_EQ(waiter_rc(&a[1]), FS_TIMEOUT);
+    nap_us(2000);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+    join_thread(a[0].th);
+    CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 1), FS_OK);
+    CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 1), FS_QUEUED); /* interrupted */
+    CHECK_EQ(fs_sem_cancel(&s, &w), 0);
+    fs_sem_statistics(&s, &st);
+    CHECK_EQ(st.acquisitions, 4);
+    CHECK_EQ(st.contended, 1);
+    CHECK_EQ(st.timeouts, 1);
+    CHECK_EQ(st.interrupts, 1);
+    CHECK_EQ(st.max_waiting, 2);
+    CHECK(st.wait_max_ns >= 2000000); /* it waited out the other's timeout */
+    CHECK_EQ(st.wait_total_ns, st.wait_max_ns);
+    uint64_t in_histogram = 0;
+    for (int i = 0; i < FS_HIST_BUCKETS; i++)
+        in_histogram += st.histogram[i];
+    CHECK_EQ(in_histogram, 1);
+    fs_sem_reset_statistics(&s);
+    fs_sem_statistics(&s, &st);
+    CHECK_EQ(st.acquisitions + st.contended + st.timeouts + st.max_waiting, 0);
+    fs_sem_destroy(&s);
+}
+
+/* lifecycle_races: close while threads are being granted, resize during
+ * releases, statistics read while others acquire. */
+
+typedef struct life_ctx {
+    fs_sem *s;
+    atomic_int *stop;
+    uint64_t seed;
+    long got, closed;
+} life_ctx;
+
+static void *life_worker(void *p)
+{
+    life_ctx *c = p;
+    uint64_t rng = c->seed;
+    while (!atomic_load(c->stop)) {
+        fs_waiter w;
+        fs_count n = 1 + (fs_count)(rnd(&rng) % 2);
+        int rc = fs_sem_acquire_or_enqueue(c->s, &w, n);
+        if (rc == FS_QUEUED) {
+            fs_time deadline = fs_now() + (fs_time)(rnd(&rng) % 400000);
+            do
+                rc = fs_sem_wait(c->s, &w, deadline, FS_FOREVER);
+            while (rc == FS_PAUSED);
+        }
+        if (rc == FS_OK) {
+            c->got++;
+            spin(rnd(&rng) % 200);
+            int rel = fs_sem_release(c->s, n);
+            CHECK(rel == FS_OK);
+        } else if (rc == FS_CLOSED) {
+            c->closed++;
+            nap_us(50);
+        } else {
+            CHECK(rc == FS_TIMEOUT || rc == FS_EINVAL);
+        }
+    }
+    return NULL;
+}
+
+static void test_lifecycle_races(void)
+{
+    enum { T = 6, V = 4 };
+    int rounds = scaled(20);
+    for (int r = 0; r < rounds; r++) {
+        fs_sem s;
+        int fair = r % 2;
+        CHECK_EQ(fs_sem_init(&s, V, V, fair), FS_OK);
+        atomic_int stop;
+        atomic_init(&stop, 0);
+        life_ctx c[T];
+        pthread_t th[T];
+        for (int i = 0; i < T; i++) {
+            c[i] = (life_ctx){&s, &stop, 0x9e3779b97f4a7c15ULL * (uint64_t)(r * T + i + 1), 0, 0};
+            start_thread(&th[i], life_worker, &c[i]);
+        }
+        uint64_t rng = (uint64_t)r + 77;
+        for (int k = 0; k < 30; k++) {
+            /* Resize while others release and wait; read statistics meanwhile. */
+            CHECK_EQ(fs_sem_resize(&s, 2 + (fs_count)(rnd(&rng) % (V - 1))), FS_OK);
+            fs_stats st;
+            fs_sem_statistics(&s, &st);
+            CHECK(st.contended <= st.acquisitions);
+            CHECK(fs_sem_value(&s) <= fs_sem_max_value(&s));
+            nap_us(200);
+        }
+        CHECK_EQ(fs_sem_resize(&s, V), FS_OK);
+        if (r % 4 < 2)
+            fs_sem_close(&s); /* while threads are queued and being granted */
+        nap_us(2000);
+        atomic_store(&stop, 1);
+        long got = 0;
+        for (int i = 0; i < T; i++) {
+            join_thread(th[i]);
+            got += c[i].got;
+        }
+        /* Every permit came back: the bound is whole again, nobody waits. */
+        CHECK_EQ(fs_sem_value(&s), V);
+        CHECK_EQ(fs_sem_waiting(&s), 0);
+        CHECK(got > 0);
+        fs_stats st;
+        fs_sem_statistics(&s, &st);
+        CHECK_EQ(st.acquisitions, (uint64_t)got);
+        fs_sem_destroy(&s);
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1140,6 +1391,8 @@ static const struct {
     {"pause", test_pause},
     {"cancel_race", test_cancel_race},
     {"stress", test_stress},
+    {"lifecycle", test_lifecycle},
+    {"lifecycle_races", test_lifecycle_races},
     {"fork", test_fork},
 };
 
