@@ -339,15 +339,16 @@ static fs_stats *state_stats(fs_state *st)
     return st->stats;
 }
 
-static int histogram_bucket(fs_time waited_ns)
+int fs_histogram_bucket(fs_time waited_ns)
 {
-    uint64_t us = waited_ns > 0 ? (uint64_t)waited_ns / 1000 : 0;
-    if (us == 0)
+    if (waited_ns < ((fs_time)1 << FS_HIST_FIRST_OCTAVE))
         return 0;
-    int octave = 63 - __builtin_clzll(us);
+    uint64_t ns = (uint64_t)waited_ns;
+    int top = 63 - __builtin_clzll(ns);
+    int octave = top - FS_HIST_FIRST_OCTAVE;
     if (octave >= FS_HIST_OCTAVES)
         return FS_HIST_BUCKETS - 1;
-    int sub = (int)(((us - ((uint64_t)1 << octave)) * FS_HIST_SUBBUCKETS) >> octave);
+    int sub = (int)(((ns - ((uint64_t)1 << top)) * FS_HIST_SUBBUCKETS) >> top);
     return 1 + octave * FS_HIST_SUBBUCKETS + sub;
 }
 
@@ -365,7 +366,7 @@ static void stats_contended(fs_state *st, const fs_waiter *w)
     stats->wait_total_ns += (uint64_t)waited;
     if ((uint64_t)waited > stats->wait_max_ns)
         stats->wait_max_ns = (uint64_t)waited;
-    stats->histogram[histogram_bucket(waited)]++;
+    stats->histogram[fs_histogram_bucket(waited)]++;
 }
 
 static void stats_count(fs_state *st, size_t field_offset)

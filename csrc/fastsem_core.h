@@ -92,11 +92,13 @@ typedef struct fs_queue {
 #define FS_WORD_CLOSED ((uint64_t)1 << 62)
 
 /* Wait times of contended acquisitions, on a fixed log scale: bucket 0 holds
- * waits under 1 us; then each power of two of microseconds, 2^k .. 2^(k+1),
- * is split into FS_HIST_SUBBUCKETS equal parts, up to 2^FS_HIST_OCTAVES us
- * (about 9.5 hours; longer waits land in the last bucket). */
+ * waits under 2^10 ns (about 1 us); then each doubling, 2^k .. 2^(k+1) ns for
+ * k >= 10, is split into FS_HIST_SUBBUCKETS equal parts, for FS_HIST_OCTAVES
+ * doublings (to 2^45 ns, about 9.8 hours; longer waits land in the last
+ * bucket). src/fastsem/_common.py has the same arithmetic. */
 #define FS_HIST_SUBBUCKETS 4
 #define FS_HIST_OCTAVES 35
+#define FS_HIST_FIRST_OCTAVE 10
 #define FS_HIST_BUCKETS (1 + FS_HIST_SUBBUCKETS * FS_HIST_OCTAVES)
 
 typedef struct fs_stats {
@@ -182,6 +184,9 @@ fs_count fs_sem_drain(fs_sem *s);
  * queued requests larger than the new bound are turned away (FS_EINVAL from
  * fs_sem_wait). FS_OK, or FS_EINVAL (unbounded, or new_max < 0). */
 int fs_sem_resize(fs_sem *s, fs_count new_max);
+
+/* The histogram bucket a wait of that many nanoseconds is counted in. */
+int fs_histogram_bucket(fs_time waited_ns);
 
 /* Copies the statistics (counters zero where nothing was recorded), or
  * resets them. */

@@ -250,13 +250,27 @@ def test_counts_past_the_c_range_raise_overflow_error(impl, huge):
     assert sem.value == 1
 
 
+COUNT_MAX = 2**62 - 1  # the C core keeps two flags beside the count in 64 bits
+
+
 def test_release_that_would_overflow_changes_nothing(impl):
-    sem = impl.Semaphore(2**63 - 2)
+    sem = impl.Semaphore(COUNT_MAX - 1)
     with pytest.raises(OverflowError):
         sem.release(2)
-    assert sem.value == 2**63 - 2
+    assert sem.value == COUNT_MAX - 1
     sem.release(1)
-    assert sem.value == 2**63 - 1
+    assert sem.value == COUNT_MAX
+
+
+@pytest.mark.parametrize("kind", ["Semaphore", "BoundedSemaphore"])
+def test_counts_past_count_max_raise_overflow_error(impl, kind):
+    with pytest.raises(OverflowError):
+        getattr(impl, kind)(COUNT_MAX + 1)
+    sem = getattr(impl, kind)(5)
+    if kind == "Semaphore":
+        with pytest.raises(OverflowError):
+            sem.acquire(n=COUNT_MAX + 1)
+    assert sem.value == 5
 
 
 def test_acquire_n_below_one_is_rejected(impl):

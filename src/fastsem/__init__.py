@@ -12,8 +12,17 @@ used when the extension cannot be imported).
 
 import os as _os
 
+from ._common import Holder, SemaphoreClosed, SemaphoreStatistics
+
 __version__ = "0.1.0"
-__all__ = ["IMPLEMENTATION", "BoundedSemaphore", "Semaphore"]
+__all__ = [
+    "IMPLEMENTATION",
+    "BoundedSemaphore",
+    "Holder",
+    "Semaphore",
+    "SemaphoreClosed",
+    "SemaphoreStatistics",
+]
 
 IMPLEMENTATION: str
 if _os.environ.get("FASTSEM_NO_EXTENSIONS"):

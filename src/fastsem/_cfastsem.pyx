@@ -4,27 +4,40 @@
 """The C implementation: a thin binding over csrc/fastsem_core.c.
 
 The binding owns no shared state of its own: every count and queue lives in
-the core, behind the core's mutex. It converts arguments, keeps the GIL on the
-uncontended path, waits inside ``with nogil``, and in the main thread steps out
-of the wait every few milliseconds to run signal handlers (a condition variable
-is not reliably woken by a signal) without leaving its place in the queue.
+the core, behind the core's mutex or in its atomic permit word. It converts
+arguments, keeps the GIL on the uncontended path, waits inside ``with nogil``,
+and in the main thread steps out of the wait every few milliseconds to run
+signal handlers (a condition variable is not reliably woken by a signal)
+without leaving its place in the queue. Policy that is not counting (hold(),
+holder tracking, the statistics snapshot) is shared Python in _common.
 """
 cimport cython
 from libc.math cimport isnan
+from libc.stdint cimport int64_t, uint64_t
 
 import os
 import threading
 
+from fastsem._common import (
+    COUNT_MAX,
+    Hold,
+    HolderTracker,
+    SemaphoreClosed,
+    make_statistics,
+)
+
 cdef extern from "Python.h":
     int PyErr_CheckSignals() except -1
+    unsigned long PyThread_get_thread_ident() nogil
     bint PyLong_CheckExact(object o)
     object PyNumber_Index(object o)
-    unsigned long PyThread_get_thread_ident() nogil
 
 cdef extern from "fastsem_core.h" nogil:
     ctypedef long long fs_count
     ctypedef long long fs_time
     fs_time FS_FOREVER
+    fs_count FS_COUNT_MAX
+    int FS_HIST_BUCKETS
 
     enum:
         FS_OK
@@ -36,16 +49,26 @@ cdef extern from "fastsem_core.h" nogil:
         FS_OVERFLOW
         FS_EINVAL
         FS_ENOMEM
+        FS_CLOSED
 
     ctypedef struct fs_waiter:
         pass
 
     ctypedef struct fs_state:
-        fs_count max_value
         int fair
 
     ctypedef struct fs_sem:
         fs_state st
+
+    ctypedef struct fs_stats:
+        uint64_t acquisitions
+        uint64_t contended
+        uint64_t timeouts
+        uint64_t interrupts
+        uint64_t max_waiting
+        uint64_t wait_total_ns
+        uint64_t wait_max_ns
+        uint64_t histogram[1]  # FS_HIST_BUCKETS in fact; indexed below
 
     int fs_sem_init(fs_sem *s, fs_count value, fs_count max_value, int fair)
     void fs_sem_destroy(fs_sem *s)
@@ -56,9 +79,18 @@ cdef extern from "fastsem_core.h" nogil:
     int fs_sem_release(fs_sem *s, fs_count n)
     fs_count fs_sem_value(fs_sem *s)
     size_t fs_sem_waiting(fs_sem *s)
+    fs_count fs_sem_max_value(fs_sem *s)
+    int fs_sem_closed(fs_sem *s)
+    void fs_sem_close(fs_sem *s)
+    fs_count fs_sem_drain(fs_sem *s)
+    int fs_sem_resize(fs_sem *s, fs_count new_max)
+    void fs_sem_statistics(fs_sem *s, fs_stats *out)
+    void fs_sem_reset_statistics(fs_sem *s)
+    int fs_histogram_bucket(fs_time waited_ns)
     fs_time fs_now()
     fs_time fs_deadline_after(double seconds)
 
+assert FS_COUNT_MAX == COUNT_MAX
 
 # How long the main thread waits before it looks for pending signals. Ctrl-C
 # reaches a blocked acquire() within about this long (plus a GIL switch).
@@ -80,6 +112,11 @@ def _after_fork_in_child():
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _histogram_bucket(waited_ns):
+    """The C core's histogram bucket for a wait (tests compare it with _common's)."""
+    return fs_histogram_bucket(waited_ns)
 
 
 cdef fs_time _deadline(object timeout) except? -1:
@@ -111,6 +148,23 @@ cdef inline int _check_count(fs_count n) except -1:
     return 0
 
 
+cdef int _raise_for(int rc, fs_count count, Semaphore sem) except -1:
+    """The exception for a core status that is not success."""
+    cdef fs_count bound
+    if rc == FS_CLOSED:
+        raise SemaphoreClosed("the semaphore is closed")
+    _check_count(count)
+    if rc == FS_OVER_BOUND:
+        raise ValueError("Semaphore released too many times")
+    if rc == FS_OVERFLOW:
+        raise OverflowError(f"a semaphore counts at most {FS_COUNT_MAX} permits")
+    if rc == FS_EINVAL:
+        bound = fs_sem_max_value(&sem._sem)
+        raise ValueError(
+            f"cannot acquire {count} permits from a semaphore bounded at {bound}")
+    raise MemoryError("could not initialise a wait")
+
+
 cdef str _public_module(type cls):
     module = cls.__module__
     return "fastsem" if module == "fastsem._cfastsem" else module
@@ -118,7 +172,7 @@ cdef str _public_module(type cls):
 
 @cython.auto_pickle(False)
 cdef class Semaphore:
-    """Semaphore(value=1, *, fair=True)
+    """Semaphore(value=1, *, fair=True, track_holders=False)
 
     A counting semaphore, a drop-in for threading.Semaphore that is FIFO-fair.
 
@@ -131,10 +185,12 @@ cdef class Semaphore:
     threads (barging), which gives more throughput under contention.
 
     value is the initial count and defaults to 1; a negative value raises
-    ValueError.
+    ValueError. With track_holders=True the semaphore records which thread
+    holds how many permits and where it acquired them (see holders()).
     """
     cdef fs_sem _sem
     cdef bint _initialized
+    cdef object _tracker  # a HolderTracker, or None (the default: no cost)
     cdef object __weakref__
 
     def __cinit__(self, *args, **kwargs):
@@ -143,18 +199,25 @@ cdef class Semaphore:
         if fs_sem_init(&self._sem, 0, -1, 1) != FS_OK:
             raise MemoryError("could not initialise the semaphore")
 
-    def __init__(self, value=1, *, fair=True):
-        self._configure(value, -1, fair)
+    def __init__(self, value=1, *, fair=True, track_holders=False):
+        self._configure(value, -1, fair, track_holders)
 
-    cdef int _configure(self, object value, fs_count max_value, object fair) except -1:
+    cdef int _configure(self, object value, fs_count max_value, object fair,
+                        object track_holders) except -1:
         cdef fs_count count = _as_count(value)
+        cdef int rc
         if count < 0:
             raise ValueError("semaphore initial value must be >= 0")
         if self._initialized:
             raise RuntimeError(f"{type(self).__name__}.__init__() called twice")
         fs_sem_destroy(&self._sem)
-        if fs_sem_init(&self._sem, count, max_value, 1 if fair else 0) != FS_OK:
+        rc = fs_sem_init(&self._sem, count, max_value, 1 if fair else 0)
+        if rc == FS_OVERFLOW:
+            fs_sem_init(&self._sem, 0, -1, 1)
+            raise OverflowError(f"a semaphore counts at most {FS_COUNT_MAX} permits")
+        if rc != FS_OK:
             raise MemoryError("could not initialise the semaphore")
+        self._tracker = HolderTracker() if track_holders else None
         self._initialized = True
         return 0
 
@@ -175,19 +238,12 @@ cdef class Semaphore:
         then. With blocking false, take the permits only if that needs no wait
         and, in fair mode, nobody is queued ahead; return whether they were
         taken. A wait interrupted by an exception (KeyboardInterrupt from
-        Ctrl-C) leaves the queue and takes nothing.
+        Ctrl-C) leaves the queue and takes nothing. On a closed semaphore,
+        raise SemaphoreClosed.
         """
         return _acquire(self, blocking, timeout, n)
 
-    cdef int _raise_bad_count(self, fs_count count) except -1:
-        _check_count(count)
-        if count > self._sem.st.max_value >= 0:
-            raise ValueError(
-                f"cannot acquire {count} permits from a semaphore bounded at "
-                f"{self._sem.st.max_value}")
-        raise MemoryError("could not initialise a wait")
-
-    cdef bint _wait(self, fs_waiter *node, fs_time deadline) except -1:
+    cdef bint _wait(self, fs_waiter *node, fs_time deadline, fs_count count) except -1:
         cdef bint pausing = PyThread_get_thread_ident() == _main_thread_ident
         cdef fs_time wake_by = FS_FOREVER
         cdef int rc
@@ -201,7 +257,7 @@ cdef class Semaphore:
             if rc == FS_TIMEOUT:
                 return False
             if rc != FS_PAUSED:
-                raise MemoryError("could not wait on the semaphore")
+                _raise_for(rc, count, self)
             # Run signal handlers; if one raises, leave the queue (passing on
             # any permits granted meanwhile) and let the exception through.
             try:
@@ -223,6 +279,62 @@ cdef class Semaphore:
 
     def __exit__(self, exc_type, exc, tb):
         _release(self, ONE)
+
+    def hold(self, timeout=None, *, n=1):
+        """Return a context manager that acquires n permits on entry, or raises
+        TimeoutError if they are not granted within timeout seconds (None:
+        wait as long as it takes), and releases them on exit, even when the
+        block raises.
+        """
+        return Hold(self, timeout, n)
+
+    def close(self):
+        """Close the semaphore: every thread waiting in acquire(), and every
+        later acquire, raises SemaphoreClosed at once. Permits already granted
+        stay granted, and release() still works, so that held permits can be
+        given back. Closing twice does nothing more.
+        """
+        fs_sem_close(&self._sem)
+
+    @property
+    def closed(self):
+        """True once close() has been called."""
+        return fs_sem_closed(&self._sem) != 0
+
+    def drain(self):
+        """Take all free permits now and return how many. Permits owed to a
+        queued waiter are never taken: in fair mode, while anyone is queued,
+        none are free for the taking (the free ones are the head waiter's).
+        """
+        cdef fs_count taken = fs_sem_drain(&self._sem)
+        if taken and self._tracker is not None:
+            self._tracker.acquired(taken)
+        return taken
+
+    def statistics(self):
+        """Return a SemaphoreStatistics snapshot: acquisitions, contended
+        acquisitions, timeouts, interrupts, threads waiting now and at most,
+        and the total, maximum and p50/p90/p99 wait times in seconds."""
+        cdef fs_stats snapshot
+        cdef uint64_t *histogram
+        fs_sem_statistics(&self._sem, &snapshot)
+        histogram = snapshot.histogram
+        return make_statistics(
+            snapshot.acquisitions, snapshot.contended, snapshot.timeouts,
+            snapshot.interrupts, fs_sem_waiting(&self._sem), snapshot.max_waiting,
+            snapshot.wait_total_ns, snapshot.wait_max_ns,
+            [histogram[i] for i in range(FS_HIST_BUCKETS)])
+
+    def reset_statistics(self):
+        """Set every counter of statistics() back to zero."""
+        fs_sem_reset_statistics(&self._sem)
+
+    def holders(self):
+        """Return who holds permits now, as a list of Holder records (thread,
+        permits, where they were acquired). Needs track_holders=True."""
+        if self._tracker is None:
+            raise RuntimeError("holders() needs Semaphore(..., track_holders=True)")
+        return self._tracker.holders()
 
     @property
     def value(self):
@@ -247,15 +359,16 @@ cdef class Semaphore:
 
 @cython.auto_pickle(False)
 cdef class BoundedSemaphore(Semaphore):
-    """BoundedSemaphore(value=1, *, fair=True)
+    """BoundedSemaphore(value=1, *, fair=True, track_holders=False)
 
-    A Semaphore whose value may never exceed its initial value: a release()
-    past it raises ValueError and changes nothing. It guards resources of
-    limited capacity, where an extra release is a bug.
+    A Semaphore whose value may never exceed its bound, initially its initial
+    value: a release() past it raises ValueError and changes nothing. It
+    guards resources of limited capacity, where an extra release is a bug.
+    resize() moves the bound at run time.
     """
 
-    def __init__(self, value=1, *, fair=True):
-        self._configure(value, _as_count(value), fair)
+    def __init__(self, value=1, *, fair=True, track_holders=False):
+        self._configure(value, _as_count(value), fair, track_holders)
 
     # The same four methods again: CPython checks a method's `self` against
     # the class that defines it, with one pointer compare if it is that very
@@ -278,12 +391,27 @@ cdef class BoundedSemaphore(Semaphore):
     def __repr__(self):
         cls = type(self)
         return (f"<{_public_module(cls)}.{cls.__qualname__} at {id(self):#x}: "
-                f"value={fs_sem_value(&self._sem)}/{self._sem.st.max_value}>")
+                f"value={fs_sem_value(&self._sem)}/{fs_sem_max_value(&self._sem)}>")
+
+    def resize(self, new_max):
+        """Move the bound to new_max. Raising it adds the difference as free
+        permits and wakes waiters in order. Lowering it takes free permits away
+        now, and absorbs later releases until the permits out fit the new
+        bound; queued requests for more than new_max raise ValueError. A bound
+        below 0 is a ValueError.
+        """
+        cdef fs_count bound = _as_count(new_max)
+        cdef int rc
+        if bound < 0:
+            raise ValueError("the bound must be >= 0")
+        rc = fs_sem_resize(&self._sem, bound)
+        if rc == FS_OVERFLOW:
+            raise OverflowError(f"a semaphore counts at most {FS_COUNT_MAX} permits")
 
     @property
     def max_value(self):
-        """The bound: the initial value."""
-        return self._sem.st.max_value
+        """The bound: the initial value, unless resize() moved it."""
+        return fs_sem_max_value(&self._sem)
 
 
 # The bodies of the methods, shared by both classes.
@@ -299,34 +427,42 @@ cdef inline object _acquire(Semaphore self, object blocking, object timeout, obj
         deadline = _deadline(timeout)
     elif not blocking:
         rc = fs_sem_try_acquire(&self._sem, count)
-        if rc == FS_EINVAL:
-            self._raise_bad_count(count)
-        return rc == FS_OK
+        if rc == FS_OK:
+            if self._tracker is not None:
+                self._tracker.acquired(count)
+            return True
+        if rc != FS_WOULD_BLOCK:
+            _raise_for(rc, count, self)
+        return False
     # Uncontended: one compare-and-swap in the core, with the GIL held.
     rc = fs_sem_acquire_or_enqueue(&self._sem, &node, count)
-    if rc == FS_OK:
-        return True
-    if rc != FS_QUEUED:
-        self._raise_bad_count(count)
-    return self._wait(&node, deadline)
+    if rc == FS_QUEUED:
+        if not self._wait(&node, deadline, count):
+            return False
+    elif rc != FS_OK:
+        _raise_for(rc, count, self)
+    if self._tracker is not None:
+        self._tracker.acquired(count)
+    return True
 
 
 cdef inline object _acquire_one(Semaphore self):
     cdef fs_waiter node
     cdef int rc = fs_sem_acquire_or_enqueue(&self._sem, &node, 1)
-    if rc == FS_OK:
-        return True
-    if rc != FS_QUEUED:
-        self._raise_bad_count(1)
-    return self._wait(&node, FS_FOREVER)
+    if rc == FS_QUEUED:
+        self._wait(&node, FS_FOREVER, 1)
+    elif rc != FS_OK:
+        _raise_for(rc, 1, self)
+    if self._tracker is not None:
+        self._tracker.acquired(1)
+    return True
 
 
 cdef inline object _release(Semaphore self, object n):
     cdef fs_count count = _as_count(n)
     cdef int rc = fs_sem_release(&self._sem, count)
-    if rc == FS_OK:
-        return None
-    _check_count(count)
-    if rc == FS_OVER_BOUND:
-        raise ValueError("Semaphore released too many times")
-    raise OverflowError("semaphore value would overflow")
+    if rc != FS_OK:
+        _raise_for(rc, count, self)
+    if self._tracker is not None:
+        self._tracker.released(count)
+    return None

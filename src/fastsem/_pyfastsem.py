@@ -10,6 +10,8 @@ One difference the C version does not have: an exception raised by a signal
 handler between two bytecodes *inside* a critical section here could leave the
 state half-updated (as with threading.Semaphore). The blocking waits, where
 Ctrl-C normally lands, are safe.
+
+The method docstrings are the C version's, word for word (a test checks).
 """
 
 from __future__ import annotations
@@ -22,11 +24,25 @@ from _thread import LockType
 from _thread import allocate_lock as _allocate_lock
 from collections import deque
 from time import monotonic as _monotonic
+from time import monotonic_ns as _monotonic_ns
 from typing import Any
 
+from fastsem._common import (
+    COUNT_MAX,
+    HIST_BUCKETS,
+    Hold,
+    Holder,
+    HolderTracker,
+    SemaphoreClosed,
+    SemaphoreStatistics,
+    histogram_bucket,
+    make_statistics,
+)
+
 _TIMEOUT_MAX = threading.TIMEOUT_MAX
-_COUNT_MAX = 2**63 - 1  # the C core's range (long long), kept the same here
-_WAITING, _GRANTED, _DONE = 0, 1, 2
+_LONG_LONG_MAX = 2**63 - 1  # what the C binding's argument conversion takes
+# Waiter states, as in the C core.
+_WAITING, _GRANTED, _CLOSED, _REJECTED, _DONE = range(5)
 
 # Bumped in every fork child; a semaphore from an older generation renews its
 # mutex and drops the waiters of threads that do not exist in the child.
@@ -44,9 +60,13 @@ if hasattr(os, "register_at_fork"):
 
 def _as_count(n: object) -> int:
     count = n if type(n) is int else operator.index(n)  # type: ignore[arg-type]  # TypeError for 1.5
-    if not -_COUNT_MAX - 1 <= count <= _COUNT_MAX:
-        raise OverflowError("Python int too large to convert to C long long")
+    if not -_LONG_LONG_MAX - 1 <= count <= _LONG_LONG_MAX:
+        raise OverflowError("Python int too large to convert to C long")
     return count
+
+
+def _too_many() -> OverflowError:
+    return OverflowError(f"a semaphore counts at most {COUNT_MAX} permits")
 
 
 def _check_count(n: int) -> None:
@@ -73,7 +93,7 @@ def _deadline(timeout: object) -> float:
 class _Waiter:
     """One blocked acquire: what it wants and its own wake-up lock."""
 
-    __slots__ = ("fork_generation", "signalled", "state", "wakeup", "want")
+    __slots__ = ("fork_generation", "queued_at", "signalled", "state", "wakeup", "want")
 
     def __init__(self, want: int) -> None:
         self.want = want
@@ -82,6 +102,7 @@ class _Waiter:
         self.wakeup.acquire()  # held until a release signals this waiter
         self.signalled = False
         self.fork_generation = _fork_generation
+        self.queued_at = _monotonic_ns()
 
     def signal(self) -> None:
         if not self.signalled:
@@ -90,7 +111,7 @@ class _Waiter:
 
 
 class Semaphore:
-    """Semaphore(value=1, *, fair=True)
+    """Semaphore(value=1, *, fair=True, track_holders=False)
 
     A counting semaphore, a drop-in for threading.Semaphore that is FIFO-fair.
 
@@ -103,35 +124,50 @@ class Semaphore:
     threads (barging), which gives more throughput under contention.
 
     value is the initial count and defaults to 1; a negative value raises
-    ValueError.
+    ValueError. With track_holders=True the semaphore records which thread
+    holds how many permits and where it acquired them (see holders()).
     """
 
     __slots__ = (
         "__weakref__",
+        "_acquisitions",
+        "_closed",
         "_count",
+        "_debt",
         "_fair",
         "_fork_generation",
         "_initialized",
         "_max_value",
         "_mutex",
         "_queue",
+        "_stats",
+        "_tracker",
     )
 
-    def __init__(self, value: int = 1, *, fair: bool = True) -> None:
-        self._configure(value, -1, fair)
+    def __init__(self, value: int = 1, *, fair: bool = True, track_holders: bool = False) -> None:
+        self._configure(value, -1, fair, track_holders)
 
-    def _configure(self, value: object, max_value: int, fair: object) -> None:
+    def _configure(self, value: object, max_value: int, fair: object, track: object) -> None:
         count = _as_count(value)
         if count < 0:
             raise ValueError("semaphore initial value must be >= 0")
         if getattr(self, "_initialized", False):
             raise RuntimeError(f"{type(self).__name__}.__init__() called twice")
+        if count > COUNT_MAX:
+            raise _too_many()
         self._mutex = _allocate_lock()
         self._count = count
         self._max_value = max_value
         self._fair = bool(fair)
+        self._closed = False
+        self._debt = 0  # permits a lowered bound still takes from releases
         self._queue: deque[_Waiter] = deque()
         self._fork_generation = _fork_generation
+        self._acquisitions = 0
+        # contended, timeouts, interrupts, max_waiting, wait_total_ns,
+        # wait_max_ns, then the histogram: made at the first wait.
+        self._stats: list[int] | None = None
+        self._tracker = HolderTracker() if track else None
         self._initialized = True
 
     def __reduce__(self) -> str | tuple[Any, ...]:
@@ -140,7 +176,7 @@ class Semaphore:
     def __repr__(self) -> str:
         cls = type(self)
         module = "fastsem" if cls.__module__ == __name__ else cls.__module__
-        return f"<{module}.{cls.__qualname__} at {id(self):#x}: value={self._count}>"
+        return f"<{module}.{cls.__qualname__} at {id(self):#x}: value={self.value}>"
 
     def _lock(self) -> LockType:
         if self._fork_generation != _fork_generation:
@@ -150,6 +186,8 @@ class Semaphore:
             self._queue = deque()
             self._fork_generation = _fork_generation
         return self._mutex
+
+    # -- the grant policy and the statistics (the caller holds the mutex) --
 
     def _can_take_now(self, n: int) -> bool:
         return self._count >= n and (not self._fair or not self._queue)
@@ -171,12 +209,39 @@ class Semaphore:
                 left -= waiter.want
                 waiter.signal()
 
-    def _raise_bad_count(self, n: int) -> None:
+    def _put(self, n: int) -> None:
+        """Gives n permits back: a lowered bound's debt first, and never more
+        than the bound (an over-release may have been accepted while these
+        permits were held by a waiter that now passes them on)."""
+        paid = min(n, self._debt)
+        self._debt -= paid
+        cap = self._max_value if self._max_value >= 0 else COUNT_MAX
+        self._count = min(self._count + n - paid, cap)
+
+    def _statistics_list(self) -> list[int]:
+        if self._stats is None:
+            self._stats = [0] * (6 + HIST_BUCKETS)
+        return self._stats
+
+    def _count_contended(self, waiter: _Waiter) -> None:
+        stats = self._statistics_list()
+        waited = max(_monotonic_ns() - waiter.queued_at, 0)
+        self._acquisitions += 1
+        stats[0] += 1
+        stats[4] += waited
+        stats[5] = max(stats[5], waited)
+        stats[6 + histogram_bucket(waited)] += 1
+
+    def _check_request(self, n: int) -> None:
         _check_count(n)
         if n > self._max_value >= 0:
             raise ValueError(
                 f"cannot acquire {n} permits from a semaphore bounded at {self._max_value}"
             )
+        if n > COUNT_MAX:
+            raise _too_many()
+
+    # -- the API --
 
     def acquire(self, blocking: bool = True, timeout: float | None = None, *, n: int = 1) -> bool:
         """Acquire n permits (default 1).
@@ -187,7 +252,8 @@ class Semaphore:
         then. With blocking false, take the permits only if that needs no wait
         and, in fair mode, nobody is queued ahead; return whether they were
         taken. A wait interrupted by an exception (KeyboardInterrupt from
-        Ctrl-C) leaves the queue and takes nothing.
+        Ctrl-C) leaves the queue and takes nothing. On a closed semaphore,
+        raise SemaphoreClosed.
         """
         n = _as_count(n)
         deadline = None
@@ -195,17 +261,26 @@ class Semaphore:
             if not blocking:
                 raise ValueError("can't specify timeout for non-blocking acquire")
             deadline = _deadline(timeout)
-        if n < 1 or n > self._max_value >= 0:
-            self._raise_bad_count(n)
         with self._lock():
+            self._check_request(n)
+            if self._closed:
+                raise SemaphoreClosed("the semaphore is closed")
             if self._can_take_now(n):
                 self._count -= n
-                return True
-            if not blocking:
+                self._acquisitions += 1
+                waiter = None
+            elif not blocking:
                 return False
-            waiter = _Waiter(n)
-            self._queue.append(waiter)
-        return self._wait(waiter, deadline)
+            else:
+                waiter = _Waiter(n)
+                self._queue.append(waiter)
+                stats = self._statistics_list()
+                stats[3] = max(stats[3], len(self._queue))
+        if waiter is not None and not self._wait(waiter, deadline):
+            return False
+        if self._tracker is not None:
+            self._tracker.acquired(n)
+        return True
 
     def _wait(self, waiter: _Waiter, deadline: float | None) -> bool:
         try:
@@ -216,53 +291,63 @@ class Semaphore:
                     remaining = deadline - _monotonic()
                     woken = remaining > 0 and waiter.wakeup.acquire(True, remaining)
                 with self._lock():
-                    if waiter.fork_generation != self._fork_generation:
+                    if waiter.fork_generation != self._fork_generation and waiter.state == _WAITING:
                         # A fork child dropped the queue we were in (we were
                         # paused in a signal handler that forked): rejoin.
-                        if waiter.state == _GRANTED or self._can_take_now(waiter.want):
-                            if waiter.state != _GRANTED:
-                                self._count -= waiter.want
-                            waiter.state = _DONE
-                            return True
-                        waiter.__init__(waiter.want)  # type: ignore[misc]
-                        self._queue.append(waiter)
-                        continue
+                        if self._closed:
+                            waiter.state = _CLOSED
+                        elif self._can_take_now(waiter.want):
+                            self._count -= waiter.want
+                            waiter.state = _GRANTED
+                        else:
+                            waiter.__init__(waiter.want)  # type: ignore[misc]
+                            self._queue.append(waiter)
+                            continue
                     if waiter.signalled:
                         if not woken:  # signalled after the wait gave up
                             waiter.wakeup.acquire()
                         waiter.signalled = False
-                    if waiter.state == _GRANTED:
-                        waiter.state = _DONE
-                        return True
+                    if waiter.state != _WAITING:
+                        return self._finish(waiter)
                     if not self._fair and waiter.want <= self._count:
                         # Non-fair: a woken waiter competes for free permits.
                         self._count -= waiter.want
                         self._queue.remove(waiter)
-                        waiter.state = _DONE
-                        self._dispatch()
-                        return True
+                        waiter.state = _GRANTED
+                        self._dispatch()  # others may fit in what is left
+                        return self._finish(waiter)
                     if deadline is not None and _monotonic() >= deadline:
                         self._queue.remove(waiter)
                         waiter.state = _DONE
+                        self._statistics_list()[1] += 1
                         self._dispatch()  # whoever it held back may go now
                         return False
         except BaseException:
             self._cancel(waiter)
             raise
 
+    def _finish(self, waiter: _Waiter) -> bool:
+        """A waiter left the queue by another's hand: granted, or turned away."""
+        state, waiter.state = waiter.state, _DONE
+        if state == _GRANTED:
+            self._count_contended(waiter)
+            return True
+        if state == _CLOSED:
+            raise SemaphoreClosed("the semaphore is closed")
+        raise ValueError(  # _REJECTED: a lowered bound
+            f"cannot acquire {waiter.want} permits from a semaphore bounded at {self._max_value}"
+        )
+
     def _cancel(self, waiter: _Waiter) -> None:
         """Takes the waiter out for good; permits granted meanwhile go on."""
         with self._lock():
             if waiter.state == _GRANTED:
-                # Held permits go back; an over-release accepted while they
-                # were held ends here (never more than the bound).
-                self._count += waiter.want
-                if self._max_value >= 0:
-                    self._count = min(self._count, self._max_value)
+                self._put(waiter.want)
             elif waiter.state == _WAITING and waiter in self._queue:
                 self._queue.remove(waiter)
             if waiter.state != _DONE:
                 waiter.state = _DONE
+                self._statistics_list()[2] += 1
                 self._dispatch()
 
     def release(self, n: int = 1) -> None:
@@ -274,18 +359,85 @@ class Semaphore:
         n = _as_count(n)
         _check_count(n)
         with self._lock():
-            if self._max_value >= 0 and n > self._max_value - self._count:
+            if self._max_value >= 0 and n > self._max_value - self._count + self._debt:
                 raise ValueError("Semaphore released too many times")
-            if n > _COUNT_MAX - self._count:
-                raise OverflowError("semaphore value would overflow")
-            self._count += n
+            if n > COUNT_MAX - self._count:
+                raise _too_many()
+            self._put(n)
             self._dispatch()
+        if self._tracker is not None:
+            self._tracker.released(n)
 
     def __enter__(self) -> bool:
         return self.acquire()
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.release()
+
+    def hold(self, timeout: float | None = None, *, n: int = 1) -> Hold:
+        """Return a context manager that acquires n permits on entry, or raises
+        TimeoutError if they are not granted within timeout seconds (None:
+        wait as long as it takes), and releases them on exit, even when the
+        block raises.
+        """
+        return Hold(self, timeout, n)
+
+    def close(self) -> None:
+        """Close the semaphore: every thread waiting in acquire(), and every
+        later acquire, raises SemaphoreClosed at once. Permits already granted
+        stay granted, and release() still works, so that held permits can be
+        given back. Closing twice does nothing more.
+        """
+        with self._lock():
+            self._closed = True
+            while self._queue:
+                waiter = self._queue.popleft()
+                waiter.state = _CLOSED
+                waiter.signal()
+
+    @property
+    def closed(self) -> bool:
+        """True once close() has been called."""
+        return self._closed
+
+    def drain(self) -> int:
+        """Take all free permits now and return how many. Permits owed to a
+        queued waiter are never taken: in fair mode, while anyone is queued,
+        none are free for the taking (the free ones are the head waiter's).
+        """
+        with self._lock():
+            if self._fair and self._queue:
+                return 0
+            taken, self._count = self._count, 0
+        if taken and self._tracker is not None:
+            self._tracker.acquired(taken)
+        return taken
+
+    def statistics(self) -> SemaphoreStatistics:
+        """Return a SemaphoreStatistics snapshot: acquisitions, contended
+        acquisitions, timeouts, interrupts, threads waiting now and at most,
+        and the total, maximum and p50/p90/p99 wait times in seconds."""
+        with self._lock():
+            stats = list(self._stats) if self._stats is not None else [0] * (6 + HIST_BUCKETS)
+            acquisitions, waiting = self._acquisitions, len(self._queue)
+        contended, timeouts, interrupts, max_waiting, total, longest = stats[:6]
+        return make_statistics(
+            acquisitions, contended, timeouts, interrupts, waiting, max_waiting,
+            total, longest, stats[6:],
+        )  # fmt: skip
+
+    def reset_statistics(self) -> None:
+        """Set every counter of statistics() back to zero."""
+        with self._lock():
+            self._acquisitions = 0
+            self._stats = None
+
+    def holders(self) -> list[Holder]:
+        """Return who holds permits now, as a list of Holder records (thread,
+        permits, where they were acquired). Needs track_holders=True."""
+        if self._tracker is None:
+            raise RuntimeError("holders() needs Semaphore(..., track_holders=True)")
+        return self._tracker.holders()
 
     @property
     def value(self) -> int:
@@ -311,26 +463,53 @@ class Semaphore:
 
 
 class BoundedSemaphore(Semaphore):
-    """BoundedSemaphore(value=1, *, fair=True)
+    """BoundedSemaphore(value=1, *, fair=True, track_holders=False)
 
-    A Semaphore whose value may never exceed its initial value: a release()
-    past it raises ValueError and changes nothing. It guards resources of
-    limited capacity, where an extra release is a bug.
+    A Semaphore whose value may never exceed its bound, initially its initial
+    value: a release() past it raises ValueError and changes nothing. It
+    guards resources of limited capacity, where an extra release is a bug.
+    resize() moves the bound at run time.
     """
 
     __slots__ = ()
 
-    def __init__(self, value: int = 1, *, fair: bool = True) -> None:
-        self._configure(value, _as_count(value), fair)
+    def __init__(self, value: int = 1, *, fair: bool = True, track_holders: bool = False) -> None:
+        self._configure(value, _as_count(value), fair, track_holders)
 
     def __repr__(self) -> str:
         cls = type(self)
         module = "fastsem" if cls.__module__ == __name__ else cls.__module__
         return (
-            f"<{module}.{cls.__qualname__} at {id(self):#x}: value={self.value}/{self._max_value}>"
+            f"<{module}.{cls.__qualname__} at {id(self):#x}: value={self.value}/{self.max_value}>"
         )
+
+    def resize(self, new_max: int) -> None:
+        """Move the bound to new_max. Raising it adds the difference as free
+        permits and wakes waiters in order. Lowering it takes free permits away
+        now, and absorbs later releases until the permits out fit the new
+        bound; queued requests for more than new_max raise ValueError. A bound
+        below 0 is a ValueError.
+        """
+        bound = _as_count(new_max)
+        if bound < 0:
+            raise ValueError("the bound must be >= 0")
+        if bound > COUNT_MAX:
+            raise _too_many()
+        with self._lock():
+            old, self._max_value = self._max_value, bound
+            if bound >= old:
+                self._put(bound - old)
+            else:
+                taken = min(old - bound, self._count)
+                self._count -= taken
+                self._debt += old - bound - taken
+                for waiter in [w for w in self._queue if w.want > bound]:
+                    self._queue.remove(waiter)
+                    waiter.state = _REJECTED
+                    waiter.signal()
+            self._dispatch()
 
     @property
     def max_value(self) -> int:
-        """The bound: the initial value."""
+        """The bound: the initial value, unless resize() moved it."""
         return self._max_value

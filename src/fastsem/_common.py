@@ -1,0 +1,225 @@
+"""What both implementations share: the exception for a closed semaphore,
+the statistics snapshot and its histogram arithmetic, hold()'s context
+manager, and holder tracking. Policy lives here, in Python; the counting is
+the core's."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+__all__ = [
+    "COUNT_MAX",
+    "HIST_BUCKETS",
+    "Hold",
+    "Holder",
+    "HolderTracker",
+    "SemaphoreClosed",
+    "SemaphoreStatistics",
+    "histogram_bucket",
+    "make_statistics",
+]
+
+# The largest count a semaphore holds: the C core keeps two flags beside the
+# count in one 64-bit word. The pure-Python version keeps the same limit.
+COUNT_MAX = 2**62 - 1
+
+
+class SemaphoreClosed(RuntimeError):
+    """Raised by acquire() (and hold(), and `with`) on a closed semaphore,
+    including in threads that were waiting when it was closed."""
+
+
+# The wait-time histogram, the same in C (csrc/fastsem_core.h) and Python:
+# bucket 0 holds waits under 2**10 ns (about 1 us); then each doubling,
+# 2**k .. 2**(k+1) ns for k >= 10, is split into HIST_SUBBUCKETS equal parts,
+# for HIST_OCTAVES doublings (to 2**45 ns, about 9.8 hours; longer waits land
+# in the last bucket).
+HIST_SUBBUCKETS = 4
+HIST_OCTAVES = 35
+HIST_FIRST_OCTAVE = 10
+HIST_BUCKETS = 1 + HIST_SUBBUCKETS * HIST_OCTAVES
+
+
+def histogram_bucket(waited_ns: int) -> int:
+    if waited_ns < 1 << HIST_FIRST_OCTAVE:
+        return 0
+    top = waited_ns.bit_length() - 1
+    octave = top - HIST_FIRST_OCTAVE
+    if octave >= HIST_OCTAVES:
+        return HIST_BUCKETS - 1
+    sub = ((waited_ns - (1 << top)) * HIST_SUBBUCKETS) >> top
+    return 1 + octave * HIST_SUBBUCKETS + sub
+
+
+def _bucket_upper_ns(index: int) -> int:
+    if index == 0:
+        return 1 << HIST_FIRST_OCTAVE
+    octave, sub = divmod(index - 1, HIST_SUBBUCKETS)
+    top = octave + HIST_FIRST_OCTAVE
+    return (1 << top) + (sub + 1) * ((1 << top) // HIST_SUBBUCKETS)
+
+
+@dataclass(frozen=True)
+class SemaphoreStatistics:
+    """A snapshot of a semaphore's counters since creation or the last
+    reset_statistics(). Times are in seconds; the wait times are those of
+    contended acquisitions (the ones that had to queue), and the percentiles
+    come from a log-scale histogram (4 buckets per doubling), so they are
+    upper bounds within 25%, never above wait_max."""
+
+    acquisitions: int  # successful acquires, waiting or not
+    contended: int  # of those, the ones that had to queue
+    timeouts: int  # acquires that gave up at their timeout
+    interrupts: int  # waits abandoned by an exception (Ctrl-C) or close()
+    waiting: int  # threads queued now
+    max_waiting: int  # the longest the queue has been
+    wait_total: float
+    wait_max: float
+    wait_p50: float
+    wait_p90: float
+    wait_p99: float
+
+
+def make_statistics(
+    acquisitions: int,
+    contended: int,
+    timeouts: int,
+    interrupts: int,
+    waiting: int,
+    max_waiting: int,
+    wait_total_ns: int,
+    wait_max_ns: int,
+    histogram: Sequence[int],
+) -> SemaphoreStatistics:
+    total = sum(histogram)
+
+    def percentile(p: float) -> float:
+        if total == 0:
+            return 0.0
+        rank = max(1, -(-total * p // 100))  # nearest rank, rounded up
+        seen = 0
+        for index, count in enumerate(histogram):
+            seen += count
+            if seen >= rank:
+                return min(_bucket_upper_ns(index), wait_max_ns) / 1e9
+        return wait_max_ns / 1e9
+
+    return SemaphoreStatistics(
+        acquisitions=acquisitions,
+        contended=contended,
+        timeouts=timeouts,
+        interrupts=interrupts,
+        waiting=waiting,
+        max_waiting=max_waiting,
+        wait_total=wait_total_ns / 1e9,
+        wait_max=wait_max_ns / 1e9,
+        wait_p50=percentile(50),
+        wait_p90=percentile(90),
+        wait_p99=percentile(99),
+    )
+
+
+class Hold:
+    """What sem.hold() returns: acquires on entry or raises TimeoutError,
+    releases on exit even when the block raises."""
+
+    __slots__ = ("_n", "_sem", "_timeout")
+
+    def __init__(self, sem: Any, timeout: float | None, n: int) -> None:
+        self._sem = sem
+        self._timeout = timeout
+        self._n = n
+
+    def __enter__(self) -> Any:
+        if not self._sem.acquire(timeout=self._timeout, n=self._n):
+            raise TimeoutError(
+                f"could not acquire {self._n} permit{'s' if self._n != 1 else ''} "
+                f"within {self._timeout} seconds"
+            )
+        return self._sem
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._sem.release(self._n)
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds permits, as recorded with track_holders=True."""
+
+    thread_id: int
+    thread_name: str
+    permits: int
+    # Where each still-held acquisition was made, oldest first: the formatted
+    # stack of the acquire() call (innermost frame last).
+    acquired_at: tuple[str, ...]
+
+
+class HolderTracker:
+    """Records which thread holds how many permits and where it took them.
+
+    Permits are not owned: any thread may release them. A release is charged
+    to the releasing thread's own acquisitions first (newest first), then to
+    the other threads', oldest first."""
+
+    __slots__ = ("_held", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # thread id -> (thread name, [[permits, stack text], ...] oldest first)
+        self._held: dict[int, tuple[str, list[list[Any]]]] = {}
+
+    def acquired(self, n: int) -> None:
+        # Drop the frames of fastsem itself: the caller's acquire() is last.
+        frame = sys._getframe(1)
+        while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
+            "fastsem."
+        ):
+            frame = frame.f_back
+        where = "".join(traceback.format_stack(frame, limit=12))
+        ident = threading.get_ident()
+        name = threading.current_thread().name
+        with self._lock:
+            self._held.setdefault(ident, (name, []))[1].append([n, where])
+
+    def released(self, n: int) -> None:
+        me = threading.get_ident()
+        with self._lock:
+            # The releasing thread's own acquisitions, newest first; then the
+            # other threads' (in order of their first acquisition), oldest first.
+            charge = [(me, r) for r in reversed(self._held[me][1])] if me in self._held else []
+            for ident, (_, records) in self._held.items():
+                if ident != me:
+                    charge += [(ident, r) for r in records]
+            for ident, record in charge:
+                if n == 0:
+                    break
+                taken = min(n, record[0])
+                record[0] -= taken
+                n -= taken
+                if record[0] == 0:
+                    self._held[ident][1].remove(record)
+                    if not self._held[ident][1]:
+                        del self._held[ident]
+
+    def holders(self) -> list[Holder]:
+        with self._lock:
+            return [
+                Holder(
+                    thread_id=ident,
+                    thread_name=name,
+                    permits=sum(record[0] for record in records),
+                    acquired_at=tuple(record[1] for record in records),
+                )
+                for ident, (name, records) in self._held.items()
+            ]
