@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import fastsem._pyfastsem as python_impl
+from fastsem import SemaphoreClosed
 
 if os.environ.get("FASTSEM_NO_EXTENSIONS"):
     pytest.skip("C implementation disabled", allow_module_level=True)
@@ -23,14 +24,26 @@ MAX_WAITERS = 6
 
 
 class QueuedWaiter:
+    """A thread blocked in acquire(n=want); `outcome` says how it ended."""
+
     def __init__(self, sem, want: int) -> None:
-        self.granted = threading.Event()
+        self.outcome: str | None = None
+        self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(sem, want), daemon=True)
         self.thread.start()
 
     def _run(self, sem, want: int) -> None:
-        if sem.acquire(timeout=60, n=want):
-            self.granted.set()
+        try:
+            self.outcome = "granted" if sem.acquire(timeout=60, n=want) else "timeout"
+        except SemaphoreClosed:
+            self.outcome = "closed"
+        except ValueError:
+            self.outcome = "rejected"  # a lowered bound
+        self.done.set()
+
+    @property
+    def granted(self) -> threading.Event:
+        return self.done
 
 
 class CAgainstPython(RuleBasedStateMachine):
@@ -54,7 +67,7 @@ class CAgainstPython(RuleBasedStateMachine):
         for sem in self.pair:
             try:
                 outcomes.append(("ok", getattr(sem, method)(*args, **kwargs)))
-            except (ValueError, OverflowError, TypeError) as exc:
+            except (ValueError, OverflowError, TypeError, SemaphoreClosed) as exc:
                 outcomes.append((type(exc).__name__, str(exc)))
         assert outcomes[0] == outcomes[1], (method, args, kwargs, outcomes)
         return outcomes[0]
@@ -91,6 +104,33 @@ class CAgainstPython(RuleBasedStateMachine):
                 assert time.monotonic() < deadline
                 time.sleep(0.0005)
 
+    @rule()
+    @precondition(lambda self: self.pair is not None)
+    def drain(self):
+        self.both("drain")
+
+    @rule(new_max=st.integers(-1, 5))
+    @precondition(lambda self: self.pair is not None and self.bounded)
+    def resize(self, new_max):
+        self.both("resize", new_max)
+        self.settle()
+
+    @rule()
+    @precondition(lambda self: self.pair is not None)
+    def close(self):
+        self.both("close")
+        self.settle()
+
+    def settle(self) -> None:
+        """Waiters turned away or granted report a moment later: wait for the
+        ones that have left the queue (as many on both sides)."""
+        for sem, index in ((self.pair[0], 0), (self.pair[1], 1)):
+            left = len(self.waiters) - sem.waiting
+            deadline = time.monotonic() + 10
+            while sum(w[index].done.is_set() for w in self.waiters) < left:
+                assert time.monotonic() < deadline, "waiters did not report"
+                time.sleep(0.0005)
+
     @invariant()
     def agree(self):
         if self.pair is None:
@@ -103,20 +143,28 @@ class CAgainstPython(RuleBasedStateMachine):
             assert c_sem.value <= c_sem.max_value
 
     @invariant()
-    def same_waiters_granted(self):
+    def same_waiters_served(self):
+        if self.pair is None:
+            return
+        self.settle()
         for wc, wp, _ in self.waiters:
-            # Wait a little for a granted thread to report; then compare.
-            if wc.granted.is_set() != wp.granted.is_set():
-                wc.granted.wait(2) if wp.granted.is_set() else wp.granted.wait(2)
-            assert wc.granted.is_set() == wp.granted.is_set()
+            assert wc.outcome == wp.outcome
+
+    @invariant()
+    def same_statistics(self):
+        if self.pair is None:
+            return
+        self.settle()
+        c_stats, py_stats = (sem.statistics() for sem in self.pair)
+        fields = ("acquisitions", "contended", "timeouts", "interrupts", "waiting", "max_waiting")
+        assert [getattr(c_stats, f) for f in fields] == [getattr(py_stats, f) for f in fields]
+        assert self.pair[0].closed == self.pair[1].closed
 
     def teardown(self):
         if self.pair is None:
             return
         for sem in self.pair:
-            while sem.waiting:
-                sem.release()  # never over a bound: the head wants more than is free
-                time.sleep(0.0005)
+            sem.close()  # turns every queued waiter away
         for wc, wp, _ in self.waiters:
             wc.thread.join(10)
             wp.thread.join(10)
