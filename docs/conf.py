@@ -61,6 +61,7 @@ nitpick_ignore = [
     ("py:class", "float"),
     ("py:class", "None"),
     ("py:class", "str"),
+    ("py:class", "contextlib.AbstractContextManager"),  # what hold() returns
 ]
 
 html_theme = "furo"

@@ -1,7 +1,8 @@
+from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import SupportsFloat, SupportsIndex
 
-from ._common import Hold, Holder, SemaphoreStatistics
+from ._common import Holder, SemaphoreStatistics
 
 class Semaphore:
     def __init__(
@@ -22,7 +23,9 @@ class Semaphore:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
-    def hold(self, timeout: float | None = None, *, n: int = 1) -> Hold: ...
+    def hold(
+        self, timeout: float | None = None, *, n: int = 1
+    ) -> AbstractContextManager[Semaphore]: ...
     def close(self) -> None: ...
     @property
     def closed(self) -> bool: ...

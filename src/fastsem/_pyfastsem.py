@@ -23,6 +23,7 @@ import threading
 from _thread import LockType
 from _thread import allocate_lock as _allocate_lock
 from collections import deque
+from contextlib import AbstractContextManager
 from time import monotonic as _monotonic
 from time import monotonic_ns as _monotonic_ns
 from typing import Any
@@ -374,7 +375,9 @@ class Semaphore:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.release()
 
-    def hold(self, timeout: float | None = None, *, n: int = 1) -> Hold:
+    def hold(
+        self, timeout: float | None = None, *, n: int = 1
+    ) -> AbstractContextManager[Semaphore]:
         """Return a context manager that acquires n permits on entry, or raises
         TimeoutError if they are not granted within timeout seconds (None:
         wait as long as it takes), and releases them on exit, even when the
