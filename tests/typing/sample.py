@@ -27,6 +27,21 @@ bounded = fastsem.BoundedSemaphore(2)
 assert_type(bounded.max_value, int)
 base: fastsem.Semaphore = bounded
 
+with sem.hold(timeout=1.0, n=2) as held:
+    assert_type(held, fastsem.Semaphore)
+sem.close()
+assert_type(sem.closed, bool)
+assert_type(sem.drain(), int)
+stats = sem.statistics()
+assert_type(stats, fastsem.SemaphoreStatistics)
+assert_type(stats.wait_p99, float)
+sem.reset_statistics()
+tracked = fastsem.Semaphore(2, track_holders=True)
+assert_type(tracked.holders(), list[fastsem.Holder])
+bounded.resize(4)
+closed_error: type[RuntimeError] = fastsem.SemaphoreClosed
+
 sem.acquire(n=1.5)  # E: float is not a count
+sem.resize(3)  # E: only a BoundedSemaphore can be resized
 sem.value = 3  # E: read-only property
 fastsem.Semaphore(fair=True, value=2, extra=1)  # E: no such argument
