@@ -75,6 +75,11 @@ typedef struct fs_waiter {
     unsigned long fork_gen;        /* fork generation the node was queued in */
     int64_t queued_at;             /* fs_now() when it joined the queue */
     pthread_cond_t wakeup;         /* this waiter's own wake-up primitive */
+    /* A signal decided under the mutex, sent after it: while set, the node
+     * must not go (the waker still touches it) nor sleep (the change it
+     * announces may have come after the waiter's last look). */
+    _Atomic int signal_pending;
+    struct fs_waiter *wake_next;   /* in the owner's wake list, while pending */
 } fs_waiter;
 
 /* The FIFO of waiters: pure list logic, no locking, no idea of time. */
@@ -120,6 +125,7 @@ typedef struct fs_state {
     /* The rest is guarded by the owner's mutex. */
     fs_count debt;               /* permits a lowered bound still takes from releases */
     fs_queue queue;
+    fs_waiter *wake_list;        /* to signal once the mutex is released */
     _Atomic uint64_t uncontended; /* acquisitions that did not wait */
     fs_stats *stats;             /* everything else: made at the first wait */
 } fs_state;

@@ -41,7 +41,8 @@ BUILD="$HERE/build"
 CC=${CC:-gcc}
 CORE_SRC=${FASTSEM_CORE_SRC:-$CSRC/fastsem_core.c}
 TEST_SRC="$HERE/test_core.c"
-WARN=(-Wall -Wextra -Werror -std=c11 -pthread)
+# FS_TEST_HOOKS compiles the core's test-only hooks in (see fastsem_core.c).
+WARN=(-Wall -Wextra -Werror -std=c11 -pthread -DFS_TEST_HOOKS)
 
 which_variant=${1:-all}
 case "$which_variant" in

@@ -852,6 +852,50 @@ static void test_lifecycle(void)
     fs_sem_destroy(&s);
 }
 
+/* wake_window: a wake-up decided while an earlier one is still being sent.
+ * A test hook holds the first signal's pending mark open: 10 ms before the
+ * signal (the test takes the released permit meanwhile) and 10 ms after it
+ * (the woken non-fair waiter finds nothing to take). It must not go back to
+ * sleep then: the second change (a release, or a close) made in that window
+ * is not signalled again, since a signal is already on its way. */
+
+extern _Atomic long fs_test_signal_delay_us;
+
+static void *window_releaser(void *p)
+{
+    CHECK_EQ(fs_sem_release((fs_sem *)p, 1), FS_OK); // wakes the waiter, slowly
+    return NULL;
+}
+
+static void test_wake_window(void)
+{
+    for (int second_is_close = 0; second_is_close <= 1; second_is_close++) {
+        fs_sem s;
+        CHECK_EQ(fs_sem_init(&s, 0, -1, 0), FS_OK); // non-fair: wakes, no grants
+        waiter_t a;
+        waiter_start(&a, &s, 0, 1, 5.0, 0, NULL);
+        WAIT_FOR(fs_sem_waiting(&s) == 1);
+        atomic_store(&fs_test_signal_delay_us, 10000);
+        pthread_t th;
+        start_thread(&th, window_releaser, &s);
+        nap_us(3000); // before the signal: take the released permit
+        CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_OK);
+        nap_us(12000); // after the signal: the waiter has found nothing
+        if (second_is_close)
+            fs_sem_close(&s);
+        else
+            CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+        join_thread(th);
+        atomic_store(&fs_test_signal_delay_us, 0);
+        fs_time start = fs_now();
+        join_thread(a.th);
+        // Woken by the second change, not by its own 5 s deadline.
+        CHECK(fs_now() - start < 2000000000);
+        CHECK_EQ(waiter_rc(&a), second_is_close ? FS_CLOSED : FS_OK);
+        fs_sem_destroy(&s);
+    }
+}
+
 /* lifecycle_races: close while threads are being granted, resize during
  * releases, statistics read while others acquire. */
 
@@ -1392,6 +1436,7 @@ static const struct {
     {"cancel_race", test_cancel_race},
     {"stress", test_stress},
     {"lifecycle", test_lifecycle},
+    {"wake_window", test_wake_window},
     {"lifecycle_races", test_lifecycle_races},
     {"fork", test_fork},
 };
