@@ -305,7 +305,6 @@ static void wait_until(pthread_cond_t *cond, pthread_mutex_t *mutex, fs_time unt
 /* ------------------------------------------------------------------------ */
 /* The permit word.                                                          */
 
-
 static inline fs_count state_count(fs_state *st)
 {
     return COUNT(atomic_load_explicit(&st->word, memory_order_acquire));
@@ -346,8 +345,9 @@ static inline int word_try_take(fs_state *st, fs_count n, int honour_queue)
     return 0;
 }
 
-/* FS_OK if n more permits fit: under the bound, and FS_COUNT_MAX. `held` is
- * how many permits are out (a bounded semaphore refuses to take back more). */
+/* FS_OK if n more permits fit beside `count` free ones: a bounded semaphore
+ * takes back at most the permits that are out (max - count, plus what a
+ * lowered bound is still owed), and no count passes FS_COUNT_MAX. */
 static inline int room_for(fs_state *st, fs_count count, fs_count n, fs_count debt)
 {
     fs_count max = state_max(st);
