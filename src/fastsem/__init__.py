@@ -19,6 +19,12 @@ __all__ = [
     "IMPLEMENTATION",
     "BoundedSemaphore",
     "Holder",
+    "PoolClosed",
+    "PoolError",
+    "PoolStats",
+    "PoolTimeout",
+    "PoolTooBusy",
+    "ResourcePool",
     "Semaphore",
     "SemaphoreClosed",
     "SemaphoreStatistics",
@@ -38,3 +44,13 @@ else:
         from ._pyfastsem import BoundedSemaphore, Semaphore
 
         IMPLEMENTATION = "python"
+
+# The pool is built on the BoundedSemaphore chosen above, so it comes last.
+from ._pool import (  # noqa: E402
+    PoolClosed,
+    PoolError,
+    PoolStats,
+    PoolTimeout,
+    PoolTooBusy,
+    ResourcePool,
+)

@@ -1,0 +1,842 @@
+"""ResourcePool: a fair, thread-safe pool of connections or any resource.
+
+Design, in short:
+
+- **Places.** A ``BoundedSemaphore(max_size)`` hands out places in FIFO
+  order: a permit is the right to hold one resource (in use, or being made,
+  checked, reset or closed for its holder). Idle resources hold no permit.
+  A thread that got a permit takes the most recently returned idle resource
+  or, if none is idle, makes one.
+- **Bookkeeping.** One ``threading.Lock`` guards everything else: the idle
+  stack (a deque, newest on the right, so its left end is the resource idle
+  the longest), the map of checked-out resources (by ``id()``, the resource
+  kept referenced so the id cannot be reused), the count of live resources
+  (``_size``: idle + in use + being made, checked, reset or closed) and the
+  counters of ``stats()``. ``factory``, ``check``, ``reset``, ``close`` and
+  logging are never called with that lock held.
+- **Permit discipline.** A returned resource goes back on the idle stack
+  *before* its permit is released; a resource thrown away is closed before
+  its place is freed; each successful acquire releases its permit exactly
+  once (in ``release`` or ``discard``), each failed one before it raises.
+- **The cap, twice.** The semaphore alone keeps the live count within
+  ``max_size``. The pool checks it again, under its lock, before every
+  ``factory()`` call (``_size < max_size``); a permit holder that finds no idle
+  resource and no room waits on a condition for one (it happens only while
+  resources taken off the idle stack by ``resize()`` or ``close()`` are
+  still being closed, or while a shrink drains).
+- **No background thread.** Lifetimes are enforced when resources are
+  checked out and returned; leaks are reported by the next pool call.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import operator
+import sys
+import threading
+import traceback
+from collections import deque
+from time import monotonic
+from types import TracebackType
+from typing import Any, Callable, Generic, TypedDict, TypeVar
+
+from fastsem import BoundedSemaphore
+from fastsem._common import SemaphoreClosed
+
+__all__ = [
+    "PoolClosed",
+    "PoolError",
+    "PoolStats",
+    "PoolTimeout",
+    "PoolTooBusy",
+    "ResourcePool",
+]
+
+T = TypeVar("T")
+
+logger = logging.getLogger("fastsem.pool")
+
+
+class PoolError(Exception):
+    """The base class of the errors a ResourcePool raises."""
+
+
+class PoolTimeout(PoolError, TimeoutError):
+    """acquire() or lease() got no resource within its timeout."""
+
+
+class PoolClosed(PoolError):
+    """The pool is closed: raised by acquire() and lease() once close() was
+    called, including in threads that were waiting for a resource then."""
+
+
+class PoolTooBusy(PoolError):
+    """acquire() found max_waiting callers already waiting, and did not wait."""
+
+
+class PoolStats(TypedDict):
+    """What ResourcePool.stats() returns: a snapshot, as a plain dict."""
+
+    size: int
+    idle: int
+    in_use: int
+    waiting: int
+    max_size: int
+    min_size: int
+    created: int
+    closed: int
+    acquired: int
+    timeouts: int
+    too_busy: int
+    factory_errors: int
+    check_failures: int
+    leaks: int
+    contended: int
+    wait_total: float
+    wait_max: float
+    wait_p50: float
+    wait_p99: float
+
+
+class _Default(enum.Enum):
+    """The type of the "pool's default timeout" marker."""
+
+    TIMEOUT = "the pool's timeout"
+
+    def __repr__(self) -> str:
+        return "<the pool's timeout>"
+
+
+_DEFAULT = _Default.TIMEOUT
+
+
+class _Slot(Generic[T]):
+    """One live resource and its times (time.monotonic() seconds). A slot is
+    made once per resource and reused for every checkout of it."""
+
+    __slots__ = ("acquired_at", "created_at", "discarded", "resource", "returned_at", "stack")
+
+    def __init__(self, resource: T, now: float) -> None:
+        self.resource = resource
+        self.created_at = now
+        self.returned_at = now
+        self.acquired_at = 0.0
+        self.stack: traceback.StackSummary | None = None
+        self.discarded = False
+
+
+def _seconds(value: object, what: str, *, positive: bool) -> float | None:
+    if value is None:
+        return None
+    kind = type(value)
+    if not (hasattr(kind, "__float__") or hasattr(kind, "__index__")):
+        raise TypeError(f"{what} must be a number or None, not {kind.__name__}")
+    seconds = float(value)  # type: ignore[arg-type]
+    if seconds != seconds:
+        raise ValueError(f"{what} must not be NaN")
+    if positive and seconds <= 0:
+        raise ValueError(f"{what} must be > 0 or None")
+    return seconds
+
+
+def _caller_stack() -> traceback.StackSummary:
+    """The stack of the code that called into the pool, innermost frame last,
+    with the pool's own frames left out. Source lines are looked up only when
+    the stack is formatted (at a leak report)."""
+    frame = sys._getframe(1)
+    while frame.f_back is not None and frame.f_globals.get("__name__") == __name__:
+        frame = frame.f_back
+    stack = traceback.StackSummary.extract(
+        traceback.walk_stack(frame), limit=32, lookup_lines=False
+    )
+    stack.reverse()
+    return stack
+
+
+class ResourcePool(Generic[T]):
+    """A fair, thread-safe pool of resources (connections, sessions, clients...).
+
+    At most max_size resources exist at once: idle, in use, and being made
+    together. Callers waiting for a resource are served in the order they
+    called acquire() (fair=False lets an arriving caller take a free place
+    ahead of them). An idle resource is reused, the most recently returned
+    first; factory() is called only when none is idle and the cap allows.
+
+    factory() makes a resource. close(res), when given, closes one the pool
+    throws away (a resource is otherwise just dropped). check(res), when
+    given, runs on an idle resource before it is handed out: if it returns
+    false or raises, the resource is closed and another is taken or made.
+    reset(res), when given, runs when a resource is returned; if it raises,
+    the resource is closed.
+
+    timeout is the default of acquire() and lease(), in seconds; None means
+    wait as long as it takes. max_lifetime and max_idle (seconds) close a
+    resource older than that, or idle longer, instead of reusing it: when it
+    is checked out or returned (there is no background thread). Expired
+    resources are replaced to keep min_size alive; idle ones are closed only
+    while more than min_size are alive. min_size resources are made when the
+    pool is created (a factory error is raised from the constructor then).
+
+    max_waiting: when that many callers already wait, acquire() raises
+    PoolTooBusy at once. leak_timeout (seconds): a resource held longer is
+    reported once through the logger "fastsem.pool" with the stack where it
+    was acquired, and counted in stats()["leaks"]; the report is made by the
+    next call of acquire(), release(), discard() or stats() after the time
+    has passed, at the latest when the resource is returned. name appears in
+    repr() and in log messages.
+
+    The pool is a context manager: leaving the block calls close().
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[], T],
+        max_size: int,
+        *,
+        min_size: int = 0,
+        timeout: float | None = None,
+        close: Callable[[T], object] | None = None,
+        check: Callable[[T], object] | None = None,
+        reset: Callable[[T], object] | None = None,
+        max_lifetime: float | None = None,
+        max_idle: float | None = None,
+        max_waiting: int | None = None,
+        leak_timeout: float | None = None,
+        fair: bool = True,
+        name: str | None = None,
+    ) -> None:
+        if not callable(factory):
+            raise TypeError("factory must be callable")
+        for what, func in (("close", close), ("check", check), ("reset", reset)):
+            if func is not None and not callable(func):
+                raise TypeError(f"{what} must be callable or None")
+        max_size = operator.index(max_size)
+        min_size = operator.index(min_size)
+        if max_size < 1:
+            raise ValueError("max_size must be >= 1")
+        if not 0 <= min_size <= max_size:
+            raise ValueError("min_size must be >= 0 and <= max_size")
+        if max_waiting is not None:
+            max_waiting = operator.index(max_waiting)
+            if max_waiting < 0:
+                raise ValueError("max_waiting must be >= 0 or None")
+        self._factory = factory
+        self._close_func = close
+        self._check = check
+        self._reset = reset
+        self._timeout = _seconds(timeout, "timeout", positive=False)
+        self._max_lifetime = _seconds(max_lifetime, "max_lifetime", positive=True)
+        self._max_idle = _seconds(max_idle, "max_idle", positive=True)
+        self._leak_timeout = _seconds(leak_timeout, "leak_timeout", positive=True)
+        self._max_waiting = max_waiting
+        self._name = name if name is not None else f"ResourcePool-{id(self):#x}"
+        # Checkout and return of an idle resource skip all the optional work
+        # when none of it was asked for: one lock round trip each.
+        plain = max_lifetime is None and max_idle is None and leak_timeout is None
+        self._plain_checkout = plain and check is None
+        self._plain_return = plain and reset is None
+
+        self._sem = BoundedSemaphore(max_size, fair=fair)
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._idle: deque[_Slot[T]] = deque()
+        self._in_use: dict[int, _Slot[T]] = {}
+        # The checked-out resources not yet reported as leaks, oldest first.
+        self._unreported: dict[int, _Slot[T]] = {}
+        self._size = 0
+        self._max_size = max_size
+        self._min_size = min_size
+        self._closed = False
+        self._waiters = 0  # callers waiting for a place (max_waiting counts these)
+        self._room_waiters = 0  # permit holders waiting for room to make one
+        self._close_waiters = 0  # close(timeout) callers
+        self._created = 0
+        self._closed_count = 0
+        self._acquired = 0
+        self._timeouts = 0
+        self._too_busy = 0
+        self._factory_errors = 0
+        self._check_failures = 0
+        self._leaks = 0
+        try:
+            self._top_up(raise_errors=True)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- properties --
+
+    @property
+    def name(self) -> str:
+        """The name given at construction (or one made from the id)."""
+        return self._name
+
+    @property
+    def max_size(self) -> int:
+        """The most resources that may exist at once (see resize())."""
+        return self._max_size
+
+    @property
+    def min_size(self) -> int:
+        """The fewest resources the pool keeps alive (see resize())."""
+        return self._min_size
+
+    @property
+    def closed(self) -> bool:
+        """True once close() has been called."""
+        return self._closed
+
+    def __repr__(self) -> str:
+        with self._lock:
+            size, idle, closed = self._size, len(self._idle), self._closed
+        state = "closed" if closed else f"size={size}/{self._max_size}, idle={idle}"
+        return f"<fastsem.ResourcePool {self._name!r}: {state}>"
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        raise TypeError("cannot pickle 'ResourcePool' object")
+
+    # -- acquire --
+
+    def acquire(self, timeout: float | _Default | None = _DEFAULT) -> T:
+        """acquire(timeout=<the pool's timeout>)
+
+        Check out a resource and return it; give it back with release(), or
+        throw it away with discard().
+
+        Waits in line (FIFO) for a place, at most timeout seconds: left out,
+        the pool's timeout; None, as long as it takes; 0 or less, not at all.
+        Raises PoolTimeout when the time passes, PoolTooBusy when max_waiting
+        callers already wait, PoolClosed if the pool is or gets closed, and
+        whatever factory() raises if making a resource fails (its place is
+        freed at once).
+        """
+        sem = self._sem
+        try:
+            got = sem.acquire(False)
+        except SemaphoreClosed:
+            raise PoolClosed(f"pool {self._name!r} is closed") from None
+        deadline = None
+        if not got:
+            deadline = self._wait_for_place(timeout)
+        if self._plain_checkout:
+            # The fast path. (lock.acquire()/release() cost half of `with lock`.)
+            lock = self._lock
+            lock.acquire()
+            try:
+                if self._idle and not self._closed:
+                    slot = self._idle.pop()
+                    self._in_use[id(slot.resource)] = slot
+                    self._acquired += 1
+                    return slot.resource
+            finally:
+                lock.release()
+        slot = self._checkout(timeout, deadline)
+        if self._leak_timeout is not None:
+            self._report_leaks(monotonic())
+        return slot.resource
+
+    def _wait_for_place(self, timeout: float | _Default | None) -> float | None:
+        """Queues for a permit (the fast attempt failed). Returns the deadline
+        (None for no limit) or raises."""
+        timeout = (
+            self._timeout if timeout is _DEFAULT else _seconds(timeout, "timeout", positive=False)
+        )
+        if timeout is not None and timeout <= 0:
+            with self._lock:
+                self._timeouts += 1
+            raise PoolTimeout(f"no resource free in pool {self._name!r}")
+        deadline = None if timeout is None else monotonic() + timeout
+        counted = self._max_waiting is not None
+        if counted:
+            with self._lock:
+                if self._closed:
+                    raise PoolClosed(f"pool {self._name!r} is closed")
+                if self._waiters >= self._max_waiting:  # type: ignore[operator]
+                    self._too_busy += 1
+                    raise PoolTooBusy(
+                        f"{self._waiters} callers already wait for pool {self._name!r}"
+                        f" (max_waiting={self._max_waiting})"
+                    )
+                self._waiters += 1
+        try:
+            got = self._sem.acquire(True, timeout)
+        except SemaphoreClosed:
+            raise PoolClosed(f"pool {self._name!r} is closed") from None
+        finally:
+            if counted:
+                with self._lock:
+                    self._waiters -= 1
+        if not got:
+            with self._lock:
+                self._timeouts += 1
+            raise PoolTimeout(f"no resource free in pool {self._name!r} within {timeout} s")
+        return deadline
+
+    def _checkout(self, timeout: float | _Default | None, deadline: float | None) -> _Slot[T]:
+        """Gets a resource for a caller that holds a permit: an idle one
+        (after the expiry rules and check()), or a new one. Releases the
+        permit if it raises."""
+        held: _Slot[T] | None = None  # taken off the idle stack, not yet placed
+        making = False  # a place reserved in _size for factory()
+        stack = _caller_stack() if self._leak_timeout is not None else None
+        try:
+            while True:
+                to_close = to_check = None
+                with self._lock:
+                    if self._closed:
+                        raise PoolClosed(f"pool {self._name!r} is closed")
+                    idle = self._idle
+                    if idle:
+                        now = monotonic()
+                        oldest = idle[0]
+                        if (
+                            self._max_idle is not None
+                            and self._size > self._min_size
+                            and now - oldest.returned_at > self._max_idle
+                        ):
+                            to_close = idle.popleft()
+                        else:
+                            slot = idle.pop()
+                            if (
+                                self._max_lifetime is not None
+                                and now - slot.created_at > self._max_lifetime
+                            ):
+                                to_close = slot
+                            elif self._check is not None:
+                                to_check = slot
+                            else:
+                                self._hand_out(slot, now, stack)
+                                return slot
+                    elif self._size < self._max_size:
+                        self._size += 1
+                        making = True
+                    else:
+                        deadline = self._wait_for_room(timeout, deadline)
+                        continue
+                if to_close is not None:
+                    self._drop(to_close)  # expired; the place is freed even if close() raises
+                    continue
+                if to_check is not None:
+                    held = to_check
+                    if self._passes_check(to_check):
+                        with self._lock:
+                            if not self._closed:
+                                held = None
+                                self._hand_out(to_check, monotonic(), stack)
+                                return to_check
+                        continue  # closed meanwhile: the loop raises PoolClosed
+                    held = None
+                    self._drop(to_check)
+                    continue
+                # Make one (the place is reserved).
+                try:
+                    resource = self._factory()
+                except BaseException:
+                    making = False
+                    with self._lock:
+                        self._size -= 1
+                        self._factory_errors += 1
+                        self._notify()
+                    raise
+                making = False
+                held = _Slot(resource, monotonic())
+                with self._lock:
+                    self._created += 1
+                    if not self._closed:
+                        slot, held = held, None
+                        self._hand_out(slot, slot.created_at, stack)
+                        return slot
+        except BaseException:
+            if making:  # interrupted between the reservation and factory()
+                with self._lock:
+                    self._size -= 1
+                    self._notify()
+            if held is not None:
+                self._drop(held)
+            self._sem.release()
+            raise
+
+    def _hand_out(self, slot: _Slot[T], now: float, stack: traceback.StackSummary | None) -> None:
+        # With the lock held.
+        self._in_use[id(slot.resource)] = slot
+        self._acquired += 1
+        if self._leak_timeout is not None:
+            slot.acquired_at = now
+            slot.stack = stack
+            self._unreported[id(slot.resource)] = slot
+
+    def _wait_for_room(
+        self, timeout: float | _Default | None, deadline: float | None
+    ) -> float | None:
+        """With the lock held: waits until a resource is idle or there is room
+        to make one. Returns the deadline; raises PoolTimeout."""
+        if deadline is None:
+            if timeout is _DEFAULT:
+                timeout = self._timeout
+            if timeout is not None:
+                deadline = monotonic() + float(timeout)
+        remaining = None if deadline is None else deadline - monotonic()
+        if remaining is not None and remaining <= 0:
+            self._timeouts += 1
+            raise PoolTimeout(f"no resource free in pool {self._name!r} in time")
+        self._room_waiters += 1
+        try:
+            self._cond.wait(remaining)
+        finally:
+            self._room_waiters -= 1
+        return deadline
+
+    def _passes_check(self, slot: _Slot[T]) -> bool:
+        assert self._check is not None
+        try:
+            ok = bool(self._check(slot.resource))
+        except Exception:
+            logger.debug("pool %r: check() raised", self._name, exc_info=True)
+            ok = False
+        if not ok:
+            with self._lock:
+                self._check_failures += 1
+        return ok
+
+    # -- release and discard --
+
+    def release(self, resource: T) -> None:
+        """release(resource)
+
+        Give a resource back to the pool.
+
+        reset(resource) runs first when given (if it raises, the resource is
+        closed instead); an expired resource, or one returned to a closed
+        pool, is closed. Raises ValueError, and changes nothing, if resource
+        is not checked out from this pool (never was, or was already given
+        back).
+        """
+        lock = self._lock
+        lock.acquire()
+        try:
+            slot = self._in_use.pop(id(resource), None)
+            if slot is None:
+                raise ValueError(f"{resource!r} is not checked out from pool {self._name!r}")
+            if self._plain_return and not self._closed and self._size <= self._max_size:
+                self._idle.append(slot)  # first the resource,
+                if self._room_waiters:
+                    self._cond.notify_all()
+                slot = None
+        finally:
+            lock.release()
+        if slot is None:
+            self._sem.release()  # then the place
+            return
+        self._return(slot)
+
+    def _return(self, slot: _Slot[T]) -> None:
+        """The slow part of release(): the slot is already out of the in-use
+        map; it goes back on the idle stack or is closed, then the place is
+        freed."""
+        placed = dropped = False
+        try:
+            now = monotonic()
+            self._report_leaks(now, returning=slot)
+            keep = not self._closed and (
+                self._max_lifetime is None or now - slot.created_at <= self._max_lifetime
+            )
+            if keep and self._reset is not None:
+                try:
+                    self._reset(slot.resource)
+                except Exception:
+                    logger.warning(
+                        "pool %r: reset() raised; the resource is closed",
+                        self._name,
+                        exc_info=True,
+                    )
+                    keep = False
+            if keep:
+                with self._lock:
+                    if not self._closed and self._size <= self._max_size:
+                        slot.returned_at = monotonic()
+                        self._idle.append(slot)  # first the resource,
+                        placed = True
+                        if self._room_waiters:
+                            self._cond.notify_all()
+            if not placed:
+                placed = dropped = True  # _drop() frees the place even if close() raises
+                self._drop(slot)
+        except BaseException:
+            if not placed:
+                self._drop(slot)
+            raise
+        finally:
+            self._sem.release()  # then the place
+        if dropped:
+            self._top_up(raise_errors=False)
+
+    def discard(self, resource: T) -> None:
+        """discard(resource)
+
+        Throw a checked-out resource away (it is broken): close it and free
+        its place. Raises ValueError, and changes nothing, if resource is not
+        checked out from this pool. If fewer than min_size resources are left,
+        a new one is made (a factory error is logged, not raised).
+        """
+        with self._lock:
+            slot = self._in_use.pop(id(resource), None)
+            if slot is None:
+                raise ValueError(f"{resource!r} is not checked out from pool {self._name!r}")
+            slot.discarded = True
+        try:
+            try:
+                self._report_leaks(monotonic(), returning=slot)
+            finally:
+                self._drop(slot)
+        finally:
+            self._sem.release()
+        self._top_up(raise_errors=False)
+
+    def _drop(self, slot: _Slot[T]) -> None:
+        """Closes a resource the caller took out of the pool's structures, then
+        frees its place in _size. The lock must not be held."""
+        try:
+            if self._close_func is not None:
+                try:
+                    self._close_func(slot.resource)
+                except Exception:
+                    logger.warning("pool %r: close() raised", self._name, exc_info=True)
+        finally:
+            with self._lock:
+                self._size -= 1
+                self._closed_count += 1
+                self._notify()
+
+    def _notify(self) -> None:
+        # With the lock held: wake whoever waits for room or for close().
+        if self._room_waiters or self._close_waiters:
+            self._cond.notify_all()
+
+    def _top_up(self, *, raise_errors: bool) -> None:
+        """Makes idle resources while fewer than min_size are alive."""
+        while True:
+            with self._lock:
+                if self._closed or self._size >= self._min_size or self._size >= self._max_size:
+                    return
+                self._size += 1
+            try:
+                resource = self._factory()
+            except BaseException as exc:
+                with self._lock:
+                    self._size -= 1
+                    self._factory_errors += 1
+                    self._notify()
+                if raise_errors or not isinstance(exc, Exception):
+                    raise
+                logger.warning(
+                    "pool %r: factory() raised while keeping min_size=%d",
+                    self._name,
+                    self._min_size,
+                    exc_info=True,
+                )
+                return
+            slot = _Slot(resource, monotonic())
+            with self._lock:
+                self._created += 1
+                if not self._closed:
+                    self._idle.append(slot)
+                    if self._room_waiters:
+                        self._cond.notify_all()
+                    continue
+            self._drop(slot)
+            return
+
+    # -- lease --
+
+    def lease(self, timeout: float | _Default | None = _DEFAULT) -> _Lease[T]:
+        """lease(timeout=<the pool's timeout>)
+
+        Return a context manager: acquire(timeout) on entry, giving the
+        resource to the ``as`` target, and release() on exit, even when the
+        block raises. If the block discards the resource, the exit has
+        nothing to give back.
+        """
+        return _Lease(self, timeout)
+
+    # -- leaks --
+
+    def _report_leaks(self, now: float, returning: _Slot[T] | None = None) -> None:
+        """Reports, once each, the leases older than leak_timeout (and the one
+        being returned, if it was held longer)."""
+        limit = self._leak_timeout
+        if limit is None:
+            return
+        found: list[tuple[_Slot[T], float]] = []
+        with self._lock:
+            unreported = self._unreported
+            if returning is not None:
+                key = id(returning.resource)
+                if unreported.pop(key, None) is not None and now - returning.acquired_at > limit:
+                    found.append((returning, now - returning.acquired_at))
+            while unreported:
+                slot = next(iter(unreported.values()))
+                if now - slot.acquired_at <= limit:
+                    break
+                del unreported[id(slot.resource)]
+                found.append((slot, now - slot.acquired_at))
+            self._leaks += len(found)
+        for slot, held in found:
+            stack = "".join(slot.stack.format()) if slot.stack is not None else "(unknown)\n"
+            logger.warning(
+                "pool %r: %r has been checked out for %.3f s, longer than leak_timeout=%s s;"
+                " it was acquired at:\n%s",
+                self._name,
+                slot.resource,
+                held,
+                limit,
+                stack.rstrip("\n"),
+            )
+
+    # -- resize, stats, close --
+
+    def resize(self, max_size: int | None = None, min_size: int | None = None) -> None:
+        """Change max_size and/or min_size now (None keeps the current value).
+
+        Growing lets waiters in, in order. Shrinking closes idle resources now
+        (those idle the longest first) and lets in-use ones drain: they are
+        closed when returned, until no more than max_size are alive. Raising
+        min_size makes the missing resources now (a factory error is raised).
+        Raises ValueError for max_size < 1 or min_size outside 0..max_size,
+        and PoolClosed on a closed pool.
+        """
+        trimmed: list[_Slot[T]] = []
+        with self._lock:
+            if self._closed:
+                raise PoolClosed(f"pool {self._name!r} is closed")
+            new_max = self._max_size if max_size is None else operator.index(max_size)
+            new_min = self._min_size if min_size is None else operator.index(min_size)
+            if new_max < 1:
+                raise ValueError("max_size must be >= 1")
+            if not 0 <= new_min <= new_max:
+                raise ValueError("min_size must be >= 0 and <= max_size")
+            if new_max != self._max_size:
+                # Under the pool lock so that concurrent resizes keep the
+                # semaphore's bound and _max_size in step; it never blocks.
+                self._sem.resize(new_max)
+            self._max_size, self._min_size = new_max, new_min
+            while self._size - len(trimmed) > new_max and self._idle:
+                trimmed.append(self._idle.popleft())
+            self._notify()
+        for slot in trimmed:
+            self._drop(slot)
+        self._top_up(raise_errors=True)
+
+    def stats(self) -> PoolStats:
+        """Return a snapshot of the pool, as a dict (PoolStats):
+
+        size (resources alive: idle, in use, being made, checked, reset or
+        closed), idle, in_use, waiting (callers waiting for a place now),
+        max_size, min_size; counters since creation: created, closed
+        (resources closed or dropped), acquired, timeouts, too_busy
+        (PoolTooBusy raised), factory_errors, check_failures, leaks; and the
+        waits for a place, from the pool's semaphore statistics: contended
+        (acquires that had to queue) and, of those, wait_total, wait_max,
+        wait_p50 and wait_p99 in seconds (the percentiles are upper bounds
+        within 25%, from a log-scale histogram).
+        """
+        self._report_leaks(monotonic())
+        sem_stats = self._sem.statistics()
+        with self._lock:
+            return PoolStats(
+                size=self._size,
+                idle=len(self._idle),
+                in_use=len(self._in_use),
+                waiting=sem_stats.waiting + self._room_waiters,
+                max_size=self._max_size,
+                min_size=self._min_size,
+                created=self._created,
+                closed=self._closed_count,
+                acquired=self._acquired,
+                timeouts=self._timeouts,
+                too_busy=self._too_busy,
+                factory_errors=self._factory_errors,
+                check_failures=self._check_failures,
+                leaks=self._leaks,
+                contended=sem_stats.contended,
+                wait_total=sem_stats.wait_total,
+                wait_max=sem_stats.wait_max,
+                wait_p50=sem_stats.wait_p50,
+                wait_p99=sem_stats.wait_p99,
+            )
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Close the pool. New acquires, and callers waiting now, raise
+        PoolClosed at once; idle resources are closed now; resources in use
+        are closed when they are returned (release() and discard() still
+        work). With a timeout, wait up to that many seconds for them to come
+        back and be closed. Return True if no resource is left alive. Closing
+        again only waits (if asked).
+        """
+        wait_for = _seconds(timeout, "timeout", positive=False)
+        with self._lock:
+            first = not self._closed
+            self._closed = True
+            idle = list(self._idle)
+            self._idle.clear()
+            self._unreported.clear()
+            if self._room_waiters:
+                self._cond.notify_all()
+        if first:
+            self._sem.close()
+        for slot in idle:
+            self._drop(slot)
+        with self._lock:
+            if wait_for is not None and self._size:
+                deadline = monotonic() + wait_for
+                self._close_waiters += 1
+                try:
+                    while self._size:
+                        remaining = deadline - monotonic()
+                        if remaining <= 0:
+                            break
+                        self._cond.wait(remaining)
+                finally:
+                    self._close_waiters -= 1
+            return self._size == 0
+
+    def __enter__(self) -> ResourcePool[T]:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _Lease(Generic[T]):
+    """What ResourcePool.lease() returns."""
+
+    __slots__ = ("_pool", "_slot", "_timeout")
+
+    def __init__(self, pool: ResourcePool[T], timeout: float | _Default | None) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._slot: _Slot[T] | None = None
+
+    def __enter__(self) -> T:
+        pool = self._pool
+        resource = pool.acquire(self._timeout)
+        # The slot tells __exit__ whether the block discarded the resource.
+        # (A dict read is atomic, also on free-threaded builds.)
+        self._slot = pool._in_use.get(id(resource))
+        return resource
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        slot, self._slot = self._slot, None
+        if slot is None or slot.discarded:
+            return
+        self._pool.release(slot.resource)
