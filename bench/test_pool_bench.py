@@ -1,0 +1,268 @@
+"""ResourcePool benchmarks (issue 4): fastsem.ResourcePool against SQLAlchemy's
+QueuePool and a pool made of a queue.Queue.
+
+    python -m pip install '.[bench]'          # pytest-benchmark and SQLAlchemy
+    python -m pytest bench/test_pool_bench.py --benchmark-only
+    FASTSEM_BENCH_QUICK=1 python -m pytest bench/test_pool_bench.py --benchmark-only  # smoke
+
+- **uncontended**: checkout + return of an idle resource, one thread, in ns
+  (the best round of a loop of N pairs). Goal: fastsem >= 3x faster than
+  QueuePool, and faster than the queue.Queue pool.
+- **contended**: 16 threads, a pool of 4, each looping checkout / return
+  with nothing in between, for a fixed time: checkouts per second, and the
+  p50 / p99 / max wait of a checkout. Goal: fastsem's max wait <= 1/10 of
+  QueuePool's.
+
+Every pool holds the same trivial resource (an object with no-op rollback()
+and close(), which QueuePool calls). QueuePool runs with
+``reset_on_return=None`` and ``max_overflow=0``: its fastest configuration
+with a hard cap of 4, as a pool of 4 must have. SQLAlchemy missing: its rows
+are skipped. The figures land in each benchmark's extra_info and in the table
+printed at the end of the run; the ratios against the goals are in the
+"pool goals" group.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pytest
+from conftest import FIGURES, Sizes
+
+import fastsem
+
+pytest.importorskip("pytest_benchmark")
+
+POOL_SIZE = 4
+THREADS = 16
+
+
+class Conn:
+    """The trivial resource: what QueuePool calls on it does nothing."""
+
+    def rollback(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class QueueQueuePool:
+    """The classic pool on a queue.Queue: filled with `size` resources, get()
+    to check one out (waiting with a timeout), put() to return it."""
+
+    def __init__(self, factory: Callable[[], Any], size: int) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(size)
+        for _ in range(size):
+            self._queue.put(factory())
+
+    def acquire(self, timeout: float | None = None) -> Any:
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError("no resource free") from None
+
+    def release(self, resource: Any) -> None:
+        self._queue.put(resource)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One pool under test: how to make it, and its checkout/return pair."""
+
+    name: str
+    make: Callable[[], tuple[Callable[[], Any], Callable[[Any], None]]]
+
+
+def _fastsem(fair: bool) -> tuple[Callable[[], Any], Callable[[Any], None]]:
+    pool = fastsem.ResourcePool(Conn, POOL_SIZE, fair=fair)
+    return pool.acquire, pool.release
+
+
+def _fastsem_lease() -> tuple[Callable[[], Any], Callable[[Any], None]]:
+    # Checkout and return through `with pool.lease() as res:`.
+    pool = fastsem.ResourcePool(Conn, POOL_SIZE)
+    lease = pool.lease
+
+    def checkout() -> Any:
+        cm = lease()
+        cm.__enter__()
+        return cm
+
+    def checkin(cm: Any) -> None:
+        cm.__exit__(None, None, None)
+
+    return checkout, checkin
+
+
+def _queue_pool() -> tuple[Callable[[], Any], Callable[[Any], None]]:
+    pool = QueueQueuePool(Conn, POOL_SIZE)
+    return pool.acquire, pool.release
+
+
+def _sqlalchemy() -> tuple[Callable[[], Any], Callable[[Any], None]]:
+    sqlalchemy_pool = pytest.importorskip("sqlalchemy.pool")
+    pool = sqlalchemy_pool.QueuePool(
+        Conn, pool_size=POOL_SIZE, max_overflow=0, reset_on_return=None
+    )
+
+    def checkin(fairy: Any) -> None:
+        fairy.close()
+
+    return pool.connect, checkin
+
+
+FASTSEM = "fastsem.ResourcePool"
+QUEUE = "queue.Queue pool"
+QUEUEPOOL = "SQLAlchemy QueuePool"
+KINDS = [
+    Kind(FASTSEM, lambda: _fastsem(True)),
+    Kind("fastsem.ResourcePool (fair=False)", lambda: _fastsem(False)),
+    Kind("fastsem.ResourcePool lease()", _fastsem_lease),
+    Kind(QUEUE, _queue_pool),
+    Kind(QUEUEPOOL, _sqlalchemy),
+]
+
+# name -> figures, for the goals at the end
+UNCONTENDED: dict[str, float] = {}
+CONTENDED: dict[str, dict[str, float]] = {}
+
+
+def _record(benchmark: Any, name: str, **figures: Any) -> None:
+    benchmark.extra_info.update(figures)
+    FIGURES.append((str(benchmark.group), name, figures))
+
+
+def _pairs_loop(kind: Kind, pairs: int) -> Callable[[], int]:
+    checkout, checkin = kind.make()
+    if kind.name == QUEUEPOOL:
+        connect = checkout
+
+        def run() -> int:  # the way QueuePool is used: connect().close()
+            start = time.perf_counter_ns()
+            for _ in range(pairs):
+                connect().close()
+            return time.perf_counter_ns() - start
+
+        return run
+
+    def run_pairs() -> int:
+        start = time.perf_counter_ns()
+        for _ in range(pairs):
+            checkin(checkout())
+        return time.perf_counter_ns() - start
+
+    return run_pairs
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.name)
+@pytest.mark.benchmark(group="pool uncontended: checkout + return of an idle resource")
+def test_pool_uncontended(benchmark: Any, kind: Kind, sizes: Sizes) -> None:
+    pairs = max(sizes.pairs // 4, 1000)
+    run = _pairs_loop(kind, pairs)
+    seen: list[int] = []
+    benchmark.pedantic(lambda: seen.append(run()), rounds=sizes.rounds, warmup_rounds=1)
+    ns = min(seen[1:] or seen) / pairs
+    UNCONTENDED[kind.name] = ns
+    _record(benchmark, kind.name, pairs_per_round=pairs, ns_per_pair=ns)
+
+
+def _contended_window(kind: Kind, seconds: float, warmup: float) -> dict[str, float]:
+    """THREADS threads loop checkout/return; the waits of the checkouts that
+    started inside the measured window are kept."""
+    checkout, checkin = kind.make()
+    start_gate = threading.Barrier(THREADS + 1)
+    stop = threading.Event()
+    window: list[int] = [0, 0]  # start, end (perf_counter_ns)
+    waits: list[list[int]] = [[] for _ in range(THREADS)]
+    counts = [0] * THREADS
+    clock = time.perf_counter_ns
+
+    def worker(index: int) -> None:
+        mine = waits[index]
+        start_gate.wait()
+        n = 0
+        while not stop.is_set():
+            t0 = clock()
+            res = checkout()
+            t1 = clock()
+            checkin(res)
+            if t0 >= window[0] > 0:
+                mine.append(t1 - t0)
+                n += 1
+        counts[index] = n
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(THREADS)]
+    for t in threads:
+        t.start()
+    start_gate.wait()
+    time.sleep(warmup)
+    window[0] = clock()
+    time.sleep(seconds)
+    window[1] = clock()
+    stop.set()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), f"{kind.name}: a thread is stuck"
+    every = sorted(w for mine in waits for w in mine if w >= 0)
+    total = len(every)
+    elapsed = (window[1] - window[0]) / 1e9
+
+    def pct(p: float) -> float:
+        return every[min(total - 1, int(total * p / 100))] / 1e6 if total else 0.0
+
+    shares = [c for c in counts]
+    jain = sum(shares) ** 2 / (len(shares) * sum(c * c for c in shares)) if any(shares) else 0.0
+    return {
+        "ops_per_s": total / elapsed,
+        "p50_wait_ms": pct(50),
+        "p99_wait_ms": pct(99),
+        "max_wait_ms": every[-1] / 1e6 if total else 0.0,
+        "jain": jain,
+    }
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.name)
+@pytest.mark.benchmark(group=f"pool contended: {THREADS} threads, pool of {POOL_SIZE}")
+def test_pool_contended(benchmark: Any, kind: Kind, sizes: Sizes) -> None:
+    seconds = sizes.contended_seconds * (1 if sizes.quick else 2)
+    figures = benchmark.pedantic(
+        _contended_window,
+        kwargs={"kind": kind, "seconds": seconds, "warmup": sizes.contended_warmup},
+        rounds=1,
+        iterations=1,
+    )
+    CONTENDED[kind.name] = figures
+    _record(benchmark, kind.name, **figures)
+
+
+@pytest.mark.benchmark(group="pool goals")
+def test_pool_goals(benchmark: Any) -> None:
+    """The issue's goals, as ratios of the figures above (run after them)."""
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    ours = UNCONTENDED.get(FASTSEM)
+    if ours is None:
+        pytest.skip("the uncontended benchmarks did not run")
+    figures: dict[str, Any] = {}
+    if QUEUEPOOL in UNCONTENDED:
+        figures["queuepool_ns_over_ours"] = UNCONTENDED[QUEUEPOOL] / ours
+        figures["goal_3x"] = figures["queuepool_ns_over_ours"] >= 3
+    if QUEUE in UNCONTENDED:
+        figures["queue_pool_ns_over_ours"] = UNCONTENDED[QUEUE] / ours
+        figures["goal_faster_than_queue"] = figures["queue_pool_ns_over_ours"] > 1
+    if FASTSEM in CONTENDED and QUEUEPOOL in CONTENDED:
+        theirs = CONTENDED[QUEUEPOOL]["max_wait_ms"]
+        figures["max_wait_ours_over_queuepool"] = (
+            CONTENDED[FASTSEM]["max_wait_ms"] / theirs if theirs else float("nan")
+        )
+        figures["goal_max_wait_1_10"] = figures["max_wait_ours_over_queuepool"] <= 0.1
+        theirs_p99 = CONTENDED[QUEUEPOOL]["p99_wait_ms"]
+        figures["p99_wait_ours_over_queuepool"] = (
+            CONTENDED[FASTSEM]["p99_wait_ms"] / theirs_p99 if theirs_p99 else float("nan")
+        )
+    _record(benchmark, "ratios", **figures)
+    print("\npool goals:", figures)
