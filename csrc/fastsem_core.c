@@ -230,6 +230,21 @@ static inline void sem_unlock(fs_sem *s)
 {
     fs_waiter *w = s->st.wake_list;
     s->st.wake_list = NULL;
+    if (w != NULL && w->wake_next != NULL) {
+        /* Several to wake (release(n), close, resize): signal them under the
+         * mutex, so that they sleep on it until the list is done, instead of
+         * spinning on their marks while this thread works through it (with
+         * thousands woken, that spinning starved the waker: release(5000)
+         * took seconds). */
+        while (w != NULL) {
+            fs_waiter *next = w->wake_next;
+            pthread_cond_signal(&w->wakeup);
+            atomic_store_explicit(&w->signal_pending, 0, memory_order_release);
+            w = next;
+        }
+        pthread_mutex_unlock(&s->mutex);
+        return;
+    }
     pthread_mutex_unlock(&s->mutex);
     while (w != NULL) {
         fs_waiter *next = w->wake_next; // read while the node surely lives
