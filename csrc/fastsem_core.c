@@ -582,6 +582,15 @@ static int check_request(fs_state *st, fs_count n)
     return n > FS_COUNT_MAX ? FS_OVERFLOW : FS_OK;
 }
 
+/* The uncontended acquire: lock-free, and counted. */
+static inline int fast_take(fs_state *st, fs_count n)
+{
+    if (!word_try_take(st, n, st->fair))
+        return 0;
+    count_uncontended(st);
+    return 1;
+}
+
 static inline int is_closed(fs_state *st)
 {
     return (atomic_load_explicit(&st->word, memory_order_acquire) & CLOSED) != 0;
@@ -593,20 +602,16 @@ int fs_sem_try_acquire(fs_sem *s, fs_count n)
     int rc = check_request(st, n);
     if (rc != FS_OK)
         return rc;
-    if (word_try_take(st, n, st->fair)) {
-        count_uncontended(st);
+    if (fast_take(st, n))
         return FS_OK;
-    }
     if (is_closed(st))
         return FS_CLOSED;
     if (sem_is_from_before_fork(s)) {
         // The parent's waiters may be what blocks us: drop them, then retry.
         sem_lock(s);
         sem_unlock(s);
-        if (word_try_take(st, n, st->fair)) {
-            count_uncontended(st);
+        if (fast_take(st, n))
             return FS_OK;
-        }
     }
     return FS_WOULD_BLOCK;
 }
@@ -651,10 +656,8 @@ int fs_sem_acquire_or_enqueue(fs_sem *s, fs_waiter *w, fs_count n)
     int rc = check_request(st, n);
     if (rc != FS_OK)
         return rc;
-    if (word_try_take(st, n, st->fair)) {
-        count_uncontended(st);
+    if (fast_take(st, n))
         return FS_OK; // uncontended: no lock, no system call
-    }
     sem_lock(s);
     rc = check_request(st, n); // the bound may have moved
     if (rc == FS_OK)
