@@ -80,6 +80,8 @@ typedef struct fs_waiter {
      * announces may have come after the waiter's last look). */
     _Atomic int signal_pending;
     struct fs_waiter *wake_next;   /* in the owner's wake list, while pending */
+    int relayed;                   /* in the owner's relay (links: prev, next) */
+    int relay_owed;                /* out: see fs_sem_defer_relay */
 } fs_waiter;
 
 /* The FIFO of waiters: pure list logic, no locking, no idea of time. */
@@ -122,10 +124,13 @@ typedef struct fs_state {
     _Atomic uint64_t word;       /* free permits | FS_WORD_SLOW | FS_WORD_CLOSED */
     _Atomic fs_count max_value;  /* the bound of a bounded semaphore, else -1 */
     int fair;                    /* 1: FIFO with direct handoff; 0: barging allowed */
+    int relay_by_caller;         /* fs_sem_defer_relay was called */
     /* The rest is guarded by the owner's mutex. */
     fs_count debt;               /* permits a lowered bound still takes from releases */
     fs_queue queue;
     fs_waiter *wake_list;        /* to signal once the mutex is released */
+    fs_queue relay;              /* out of the queue, outcome decided, not yet
+                                    woken: each is woken by the one before */
     _Atomic uint64_t uncontended; /* acquisitions that did not wait */
     fs_stats *stats;             /* everything else: made at the first wait */
 } fs_state;
@@ -165,6 +170,16 @@ int fs_sem_wait(fs_sem *s, fs_waiter *w, fs_time deadline, fs_time wake_by);
  * its permits are released again (handed on to the next waiters). Returns 1
  * if a grant was passed on, 0 if w was still waiting. */
 int fs_sem_cancel(fs_sem *s, fs_waiter *w);
+
+/* Waiters whose outcome is decided together (release(n), close, resize) are
+ * woken one after the other: fs_sem_wait wakes the next before it returns.
+ * After fs_sem_defer_relay(s), it leaves that to its caller instead: when it
+ * returns anything but FS_PAUSED with w->relay_owed set, the caller must
+ * call fs_sem_relay(s), at the moment it is ready for the next thread to run
+ * (the binding: once it holds the interpreter lock again, so that woken
+ * threads queue on the core, not all on that lock). */
+void fs_sem_defer_relay(fs_sem *s);
+void fs_sem_relay(fs_sem *s);
 
 /* Adds n permits and hands them to the oldest waiters. FS_OK, FS_EINVAL
  * (n < 1), FS_OVER_BOUND or FS_OVERFLOW (nothing changed on failure). */

@@ -609,6 +609,177 @@ static void test_timeout(void)
 }
 
 /* ------------------------------------------------------------------------ */
+/* relay: waiters decided together are woken one after the other.          */
+
+typedef struct relay_waiter {
+    fs_sem *s;
+    long pause_us;       /* > 0: wait in slices (wakes by itself meanwhile) */
+    atomic_int rc;       /* final status, -1 before */
+    atomic_int owed;     /* fs_sem_wait said: call fs_sem_relay */
+    atomic_int may_relay; /* the test lets it call fs_sem_relay */
+    pthread_t th;
+} relay_waiter;
+
+static void *relay_waiter_main(void *p)
+{
+    relay_waiter *a = p;
+    fs_waiter w;
+    int rc = fs_sem_acquire_or_enqueue(a->s, &w, 1);
+    while (rc == FS_QUEUED) {
+        fs_time wake_by = a->pause_us > 0 ? fs_now() + (fs_time)a->pause_us * 1000 : FS_FOREVER;
+        rc = fs_sem_wait(a->s, &w, FS_FOREVER, wake_by);
+        if (rc == FS_PAUSED)
+            rc = FS_QUEUED;
+    }
+    atomic_store(&a->owed, w.relay_owed);
+    atomic_store(&a->rc, rc);
+    if (w.relay_owed) {
+        while (!atomic_load(&a->may_relay))
+            nap_us(200);
+        fs_sem_relay(a->s);
+    }
+    return NULL;
+}
+
+static void relay_waiter_start(relay_waiter *a, fs_sem *s, long pause_us, int may_relay)
+{
+    a->s = s;
+    a->pause_us = pause_us;
+    atomic_init(&a->rc, -1);
+    atomic_init(&a->owed, 0);
+    atomic_init(&a->may_relay, may_relay);
+    start_thread(&a->th, relay_waiter_main, a);
+}
+
+static size_t relay_length(fs_sem *s)
+{
+    pthread_mutex_lock(&s->mutex);
+    size_t n = s->st.relay.length;
+    pthread_mutex_unlock(&s->mutex);
+    return n;
+}
+
+#define RELAY_N 3
+
+static void test_relay(void)
+{
+    fs_sem s;
+    fs_waiter w1, w2;
+    relay_waiter a[RELAY_N];
+
+    /* A granted node still in the relay, cancelled: its permit is passed on
+     * and it leaves the relay (one thread may queue two nodes). */
+    CHECK_EQ(fs_sem_init(&s, 0, -1, 1), FS_OK);
+    CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w1, 1), FS_QUEUED);
+    CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w2, 1), FS_QUEUED);
+    CHECK_EQ(fs_sem_release(&s, 2), FS_OK);
+    CHECK_EQ(relay_length(&s), 1); /* w1 woken, w2 waits its turn */
+    CHECK_EQ(fs_sem_cancel(&s, &w2), 1);
+    CHECK_EQ(relay_length(&s), 0);
+    CHECK_EQ(fs_sem_value(&s), 1);
+    CHECK_EQ(fs_sem_wait(&s, &w1, FS_FOREVER, FS_FOREVER), FS_OK);
+    CHECK_EQ(w1.relay_owed, 0);
+    fs_sem_destroy(&s);
+
+    /* Deferred: the first returns owing the relay; the second, waited for
+     * before its turn, leaves the relay by itself and owes nothing. */
+    CHECK_EQ(fs_sem_init(&s, 0, -1, 1), FS_OK);
+    fs_sem_defer_relay(&s);
+    CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w1, 1), FS_QUEUED);
+    CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w2, 1), FS_QUEUED);
+    CHECK_EQ(fs_sem_release(&s, 2), FS_OK);
+    CHECK_EQ(fs_sem_wait(&s, &w1, FS_FOREVER, FS_FOREVER), FS_OK);
+    CHECK_EQ(w1.relay_owed, 1);
+    CHECK_EQ(fs_sem_wait(&s, &w2, FS_FOREVER, FS_FOREVER), FS_OK);
+    CHECK_EQ(w2.relay_owed, 0);
+    CHECK_EQ(relay_length(&s), 0);
+    fs_sem_relay(&s); /* owed, but nobody is left: nothing happens */
+    CHECK_EQ(fs_sem_value(&s), 0);
+
+    /* Deferred, but a cancel (its caller is unwinding) passes the relay on
+     * at once: the woken w1 goes, w2 is woken in its place. */
+    fs_waiter w3;
+    CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w1, 1), FS_QUEUED);
+    CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w2, 1), FS_QUEUED);
+    CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w3, 1), FS_QUEUED);
+    CHECK_EQ(fs_sem_release(&s, 3), FS_OK);
+    CHECK_EQ(relay_length(&s), 2);
+    CHECK_EQ(fs_sem_cancel(&s, &w1), 1);
+    CHECK_EQ(relay_length(&s), 1);
+    CHECK_EQ(fs_sem_value(&s), 1);
+    CHECK_EQ(fs_sem_wait(&s, &w2, FS_FOREVER, FS_FOREVER), FS_OK);
+    CHECK_EQ(w2.relay_owed, 1);
+    fs_sem_relay(&s);
+    CHECK_EQ(relay_length(&s), 0);
+    CHECK_EQ(fs_sem_wait(&s, &w3, FS_FOREVER, FS_FOREVER), FS_OK);
+    CHECK_EQ(w3.relay_owed, 0);
+    CHECK_EQ(fs_sem_value(&s), 1);
+    fs_sem_destroy(&s);
+
+    /* Deferred, with threads: nobody runs before the relay reaches it. */
+    CHECK_EQ(fs_sem_init(&s, 0, -1, 1), FS_OK);
+    fs_sem_defer_relay(&s);
+    for (int i = 0; i < RELAY_N; i++) {
+        relay_waiter_start(&a[i], &s, 0, i > 0);
+        WAIT_FOR(fs_sem_waiting(&s) == (size_t)i + 1);
+    }
+    CHECK_EQ(fs_sem_release(&s, RELAY_N), FS_OK);
+    WAIT_FOR(atomic_load(&a[0].rc) != -1);
+    CHECK_EQ(atomic_load(&a[0].rc), FS_OK);
+    CHECK_EQ(atomic_load(&a[0].owed), 1);
+    nap_us(50000);
+    for (int i = 1; i < RELAY_N; i++)
+        CHECK_EQ(atomic_load(&a[i].rc), -1); /* granted, asleep, not woken */
+    CHECK_EQ(relay_length(&s), RELAY_N - 1);
+    atomic_store(&a[0].may_relay, 1);
+    for (int i = 0; i < RELAY_N; i++) {
+        join_thread(a[i].th);
+        CHECK_EQ(atomic_load(&a[i].rc), FS_OK);
+        CHECK_EQ(atomic_load(&a[i].owed), i < RELAY_N - 1);
+    }
+    CHECK_EQ(relay_length(&s), 0);
+    CHECK_EQ(fs_sem_value(&s), 0);
+
+    /* Deferred, and the relay is held: waiters that wake by themselves (in
+     * slices, as the main thread does) find their grant and leave the relay. */
+    for (int i = 0; i < RELAY_N; i++) {
+        relay_waiter_start(&a[i], &s, 2000, 0);
+        WAIT_FOR(fs_sem_waiting(&s) == (size_t)i + 1);
+    }
+    CHECK_EQ(fs_sem_release(&s, RELAY_N), FS_OK);
+    for (int i = 0; i < RELAY_N; i++) {
+        WAIT_FOR(atomic_load(&a[i].rc) != -1);
+        CHECK_EQ(atomic_load(&a[i].rc), FS_OK);
+    }
+    CHECK_EQ(relay_length(&s), 0);
+    for (int i = 0; i < RELAY_N; i++) {
+        atomic_store(&a[i].may_relay, 1);
+        join_thread(a[i].th);
+    }
+    fs_sem_destroy(&s);
+
+    /* Not deferred: close and release(n) wake everyone, in turn. */
+    for (int closing = 0; closing <= 1; closing++) {
+        CHECK_EQ(fs_sem_init(&s, 0, -1, 1), FS_OK);
+        for (int i = 0; i < RELAY_N; i++) {
+            relay_waiter_start(&a[i], &s, 0, 1);
+            WAIT_FOR(fs_sem_waiting(&s) == (size_t)i + 1);
+        }
+        if (closing)
+            fs_sem_close(&s);
+        else
+            CHECK_EQ(fs_sem_release(&s, RELAY_N), FS_OK);
+        for (int i = 0; i < RELAY_N; i++) {
+            join_thread(a[i].th);
+            CHECK_EQ(atomic_load(&a[i].rc), closing ? FS_CLOSED : FS_OK);
+            CHECK_EQ(atomic_load(&a[i].owed), 0);
+        }
+        CHECK_EQ(relay_length(&s), 0);
+        fs_sem_destroy(&s);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
 /* pause: FS_PAUSED keeps the node's place; cancel removes it.              */
 
 static void test_pause(void)
@@ -1433,6 +1604,7 @@ static const struct {
     {"head_of_line", test_head_of_line},
     {"timeout", test_timeout},
     {"pause", test_pause},
+    {"relay", test_relay},
     {"cancel_race", test_cancel_race},
     {"stress", test_stress},
     {"lifecycle", test_lifecycle},

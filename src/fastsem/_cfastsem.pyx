@@ -52,7 +52,7 @@ cdef extern from "fastsem_core.h" nogil:
         FS_CLOSED
 
     ctypedef struct fs_waiter:
-        pass
+        int relay_owed
 
     ctypedef struct fs_state:
         int fair
@@ -76,6 +76,8 @@ cdef extern from "fastsem_core.h" nogil:
     int fs_sem_acquire_or_enqueue(fs_sem *s, fs_waiter *w, fs_count n)
     int fs_sem_wait(fs_sem *s, fs_waiter *w, fs_time deadline, fs_time wake_by)
     int fs_sem_cancel(fs_sem *s, fs_waiter *w)
+    void fs_sem_defer_relay(fs_sem *s)
+    void fs_sem_relay(fs_sem *s)
     int fs_sem_release(fs_sem *s, fs_count n)
     fs_count fs_sem_value(fs_sem *s)
     size_t fs_sem_waiting(fs_sem *s)
@@ -217,6 +219,8 @@ cdef class Semaphore:
             raise OverflowError(f"a semaphore counts at most {FS_COUNT_MAX} permits")
         if rc != FS_OK:
             raise MemoryError("could not initialise the semaphore")
+        # Woken threads are relayed once each holds the GIL (see _wait).
+        fs_sem_defer_relay(&self._sem)
         self._tracker = HolderTracker() if track_holders else None
         self._initialized = True
         return 0
@@ -252,6 +256,9 @@ cdef class Semaphore:
                 if pausing:
                     wake_by = fs_now() + SIGNAL_CHECK_INTERVAL_NS
                 rc = fs_sem_wait(&self._sem, node, deadline, wake_by)
+            # Holding the GIL again: now the next relayed waiter may run.
+            if rc != FS_PAUSED and node.relay_owed:
+                fs_sem_relay(&self._sem)
             if rc == FS_OK:
                 return True
             if rc == FS_TIMEOUT:
