@@ -538,10 +538,17 @@ static void state_dispatch(fs_state *st)
         if (granted)
             relay_wake_next(st);
     } else {
+        /* A waiter already woken counts as served: it will look at the count
+         * before it sleeps again. Waking it once per release instead (the
+         * releasing thread usually takes the permit back first) cost the
+         * releaser a system call each time for nothing. */
         fs_count left = state_count(st);
         for (w = st->queue.head; w != NULL && w->want <= left; w = w->next) {
             left -= w->want;
-            wake_later(st, w);
+            if (!w->woken) {
+                w->woken = 1;
+                wake_later(st, w);
+            }
         }
     }
     if (st->queue.head == NULL && st->debt == 0)
@@ -669,6 +676,7 @@ static int enqueue_locked(fs_sem *s, fs_waiter *w, fs_count n)
     w->wake_next = NULL;
     w->relayed = 0;
     w->relay_owed = 0;
+    w->woken = 0;
     queue_push(&st->queue, w);
     fs_stats *stats = state_stats(st);
     if (stats != NULL && st->queue.length > stats->max_waiting)
@@ -807,6 +815,7 @@ int fs_sem_wait(fs_sem *s, fs_waiter *w, fs_time deadline, fs_time wake_by)
             await_signal(s, w); // a signal is on its way: look again instead
             continue;
         }
+        w->woken = 0; // it has looked: the next release wakes it again
         wait_until(&w->wakeup, &s->mutex, deadline < wake_by ? deadline : wake_by);
     }
     waiter_done(s, w, 1);

@@ -81,6 +81,8 @@ typedef struct fs_waiter {
     _Atomic int signal_pending;
     struct fs_waiter *wake_next;   /* in the owner's wake list, while pending */
     int relayed;                   /* in the owner's relay (links: prev, next) */
+    int woken;                     /* non-fair: woken to compete, has not yet
+                                      looked (no second wake meanwhile) */
     int relay_owed;                /* out: see fs_sem_defer_relay */
 } fs_waiter;
 
