@@ -30,8 +30,13 @@
  *          stack         stack         stack
  *
  * Each waiter node lives on the stack of the thread that waits, and carries
- * its own condition variable, so a release wakes exactly the thread it serves
- * (one wake per handoff, no thundering herd on a shared condition).
+ * its own wake-up event, so a release wakes exactly the thread it serves
+ * (one wake per handoff, no thundering herd on a shared condition). The event
+ * says what the wake-up means: LOOK (something changed: take the mutex and
+ * look) or FINAL (the outcome is decided and the node is out of every list:
+ * return without the mutex). A handed-off waiter thus never queues on the
+ * mutex its waker, now waiting on its own next acquire, may hold; with a
+ * condition variable it had to re-take that mutex before it could return.
  *
  * Wake-ups are decided under the mutex but sent after it is released:
  * signalled under the mutex, the woken thread would run only to block on the
@@ -90,8 +95,10 @@
  *
  * Pausing. fs_sem_wait can return FS_PAUSED at a caller-chosen time while the
  * node stays queued; the binding uses it to run Python signal handlers in the
- * main thread (condition variables are not reliably woken by signals) and
- * then waits again with the same deadline and the same place in the queue.
+ * main thread (a wait is not reliably interrupted by a signal: a futex wait
+ * is, when the signal lands in the waiting thread; a condition variable is
+ * not) and then waits again with the same deadline and the same place in
+ * the queue.
  *
  * fork(). A pthread_atfork child handler bumps a global generation counter.
  * Each semaphore remembers the generation its mutex belongs to; the first call
@@ -108,6 +115,9 @@
 #undef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
+#if defined(__linux__) && !defined(_DEFAULT_SOURCE)
+#define _DEFAULT_SOURCE /* syscall(), for the futex */
+#endif
 #if defined(__APPLE__) && !defined(_DARWIN_C_SOURCE)
 #define _DARWIN_C_SOURCE /* pthread_cond_timedwait_relative_np */
 #endif
@@ -121,6 +131,11 @@
 #include <string.h>
 #include <sched.h>
 #include <time.h>
+#if FS_EVENT_FUTEX
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #define SLOW FS_WORD_SLOW
 #define CLOSED FS_WORD_CLOSED
@@ -183,6 +198,109 @@ static void global_init(void)
 unsigned long fs_fork_generation(void)
 {
     return atomic_load(&g_fork_gen);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The waiter's event.                                                       */
+
+enum { FS_WAKE_LOOK = 1, FS_WAKE_FINAL = 2 };
+
+#if FS_EVENT_FUTEX
+static long futex(_Atomic uint32_t *addr, int op, uint32_t val, const struct timespec *ts)
+{
+    return syscall(SYS_futex, (uint32_t *)addr, op, val, ts, NULL, FUTEX_BITSET_MATCH_ANY);
+}
+#endif
+
+static int event_init(fs_event *e)
+{
+    atomic_init(&e->kind, 0);
+#if !FS_EVENT_FUTEX
+    if (pthread_mutex_init(&e->lock, NULL) != 0)
+        return -1;
+    if (pthread_cond_init(&e->cond, &g_condattr) != 0) {
+        pthread_mutex_destroy(&e->lock);
+        return -1;
+    }
+#endif
+    return 0;
+}
+
+static void event_destroy(fs_event *e)
+{
+#if !FS_EVENT_FUTEX
+    pthread_cond_destroy(&e->cond);
+    pthread_mutex_destroy(&e->lock);
+#else
+    (void)e;
+#endif
+}
+
+/* The waiter, before it sleeps again (it has looked at everything the event
+ * could have announced). */
+static void event_reset(fs_event *e)
+{
+    atomic_store_explicit(&e->kind, 0, memory_order_relaxed);
+}
+
+/* Release: whatever the waker wrote before is seen by the waiter that reads
+ * the kind. */
+static void event_set(fs_event *e, uint32_t kind)
+{
+#if FS_EVENT_FUTEX
+    atomic_store_explicit(&e->kind, kind, memory_order_release);
+    futex(&e->kind, FUTEX_WAKE_PRIVATE, 1, NULL);
+#else
+    pthread_mutex_lock(&e->lock);
+    atomic_store_explicit(&e->kind, kind, memory_order_release);
+    pthread_cond_signal(&e->cond);
+    pthread_mutex_unlock(&e->lock);
+#endif
+}
+
+/* Sleeps until the event is set or `until` (monotonic) passes. Returns the
+ * kind it was set to, 0 if not set (time up, or a spurious wake-up), or -1 if
+ * a signal handler interrupted the wait. */
+static int event_wait(fs_event *e, fs_time until)
+{
+    uint32_t kind;
+#if FS_EVENT_FUTEX
+    while ((kind = atomic_load_explicit(&e->kind, memory_order_acquire)) == 0) {
+        struct timespec ts = {(time_t)(until / 1000000000), (long)(until % 1000000000)};
+        // Absolute, on CLOCK_MONOTONIC: a wall-clock jump changes nothing.
+        if (futex(&e->kind, FUTEX_WAIT_BITSET_PRIVATE, 0,
+                  until == FS_FOREVER ? NULL : &ts) == -1) {
+            if (errno == ETIMEDOUT)
+                return (int)atomic_load_explicit(&e->kind, memory_order_acquire);
+            if (errno == EINTR)
+                return atomic_load_explicit(&e->kind, memory_order_acquire) ? 0 : -1;
+        } // else woken, or the kind changed first (EAGAIN): look again
+    }
+#else
+    pthread_mutex_lock(&e->lock);
+    while ((kind = atomic_load_explicit(&e->kind, memory_order_acquire)) == 0) {
+        int rc;
+        if (until == FS_FOREVER) {
+            rc = pthread_cond_wait(&e->cond, &e->lock);
+        } else {
+#if defined(__APPLE__)
+            fs_time rel = until - fs_now();
+            if (rel <= 0)
+                break;
+            struct timespec ts = {(time_t)(rel / 1000000000), (long)(rel % 1000000000)};
+            rc = pthread_cond_timedwait_relative_np(&e->cond, &e->lock, &ts);
+#else
+            struct timespec ts = {(time_t)(until / 1000000000), (long)(until % 1000000000)};
+            rc = pthread_cond_timedwait(&e->cond, &e->lock, &ts);
+#endif
+        }
+        if (rc == ETIMEDOUT)
+            break;
+    }
+    kind = atomic_load_explicit(&e->kind, memory_order_acquire);
+    pthread_mutex_unlock(&e->lock);
+#endif
+    return (int)kind;
 }
 
 /* First use of s in a new fork child: the mutex and the queue are the
@@ -249,7 +367,7 @@ static inline void sem_unlock(fs_sem *s)
          * took seconds). */
         while (w != NULL) {
             fs_waiter *next = w->wake_next;
-            pthread_cond_signal(&w->wakeup);
+            event_set(&w->wakeup, w->wake_kind);
             atomic_store_explicit(&w->signal_pending, 0, memory_order_release);
             w = next;
         }
@@ -262,7 +380,7 @@ static inline void sem_unlock(fs_sem *s)
 #ifdef FS_TEST_HOOKS
         test_hook_delay();
 #endif
-        pthread_cond_signal(&w->wakeup);
+        event_set(&w->wakeup, w->wake_kind);
 #ifdef FS_TEST_HOOKS
         test_hook_delay();
 #endif
@@ -271,16 +389,19 @@ static inline void sem_unlock(fs_sem *s)
     }
 }
 
-/* Has w signalled once the mutex is released (the caller holds it). A node
- * already marked gets no second signal: it does not sleep until the first
- * arrives, and then looks at its state again. */
-static void wake_later(fs_state *st, fs_waiter *w)
+/* Has w's event set to `kind` once the mutex is released (the caller holds
+ * it). A node already marked gets no second signal: the first still comes,
+ * and then the node takes the mutex and looks at its state (a LOOK pending
+ * when its outcome is decided is not upgraded: the node finds out under the
+ * mutex). */
+static void wake_later(fs_state *st, fs_waiter *w, uint32_t kind)
 {
     // Acquire: pairs with the last waker's release store, after which it no
-    // longer reads wake_next.
+    // longer reads wake_next or wake_kind.
     if (atomic_load_explicit(&w->signal_pending, memory_order_acquire))
         return;
     atomic_store_explicit(&w->signal_pending, 1, memory_order_relaxed);
+    w->wake_kind = kind;
     w->wake_next = st->wake_list;
     st->wake_list = w;
 }
@@ -301,7 +422,9 @@ static void relay_wake_next(fs_state *st)
         return;
     queue_remove(&st->relay, w);
     w->relayed = 0;
-    wake_later(st, w);
+    // Said now: the woken waiter may return without taking the mutex.
+    w->relay_owed = st->relay.head != NULL;
+    wake_later(st, w, FS_WAKE_FINAL);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -325,26 +448,6 @@ fs_time fs_deadline_after(double seconds)
     fs_time whole = (fs_time)ns;
     // Round up, so that a waiter never gives up before its time.
     return now + whole + ((double)whole < ns);
-}
-
-/* Blocks on the waiter's condition until signalled, or `until` (monotonic),
- * or a spurious wake-up; the caller re-checks everything. */
-static void wait_until(pthread_cond_t *cond, pthread_mutex_t *mutex, fs_time until)
-{
-    if (until == FS_FOREVER) {
-        pthread_cond_wait(cond, mutex);
-        return;
-    }
-#if defined(__APPLE__)
-    fs_time rel = until - fs_now();
-    if (rel <= 0)
-        return;
-    struct timespec ts = {(time_t)(rel / 1000000000), (long)(rel % 1000000000)};
-    pthread_cond_timedwait_relative_np(cond, mutex, &ts);
-#else
-    struct timespec ts = {(time_t)(until / 1000000000), (long)(until % 1000000000)};
-    pthread_cond_timedwait(cond, mutex, &ts);
-#endif
 }
 
 /* ------------------------------------------------------------------------ */
@@ -459,20 +562,37 @@ int fs_histogram_bucket(fs_time waited_ns)
 }
 
 /* A queued waiter got its permits after waiting since w->queued_at. */
-static void stats_contended(fs_state *st, const fs_waiter *w)
+/* Counts w's wait, when it is granted. */
+static void stats_contended(fs_state *st, fs_waiter *w)
 {
-    fs_stats *stats = state_stats(st);
-    if (stats == NULL)
-        return;
     fs_time waited = fs_now() - w->queued_at;
     if (waited < 0)
         waited = 0;
+    w->waited = waited;
+    fs_stats *stats = state_stats(st);
+    if (stats == NULL)
+        return;
     stats->acquisitions++;
     stats->contended++;
     stats->wait_total_ns += (uint64_t)waited;
     if ((uint64_t)waited > stats->wait_max_ns)
         stats->wait_max_ns = (uint64_t)waited;
     stats->histogram[fs_histogram_bucket(waited)]++;
+}
+
+/* A grant its waiter gave back unused (fs_sem_cancel) was no acquisition.
+ * (Unless the counters were reset meanwhile; the longest wait stays.) */
+static void stats_uncount(fs_state *st, const fs_waiter *w)
+{
+    fs_stats *stats = st->stats;
+    int bucket = fs_histogram_bucket(w->waited);
+    if (stats == NULL || stats->contended == 0 || stats->histogram[bucket] == 0 ||
+        stats->wait_total_ns < (uint64_t)w->waited)
+        return;
+    stats->acquisitions--;
+    stats->contended--;
+    stats->wait_total_ns -= (uint64_t)w->waited;
+    stats->histogram[bucket]--;
 }
 
 static void stats_count(fs_state *st, size_t field_offset)
@@ -532,6 +652,7 @@ static void state_dispatch(fs_state *st)
             state_take_locked(st, w->want);
             queue_remove(&st->queue, w);
             w->state = FS_W_GRANTED;
+            stats_contended(st, w);
             relay_push(st, w);
             granted = 1;
         }
@@ -547,7 +668,7 @@ static void state_dispatch(fs_state *st)
             left -= w->want;
             if (!w->woken) {
                 w->woken = 1;
-                wake_later(st, w);
+                wake_later(st, w, FS_WAKE_LOOK);
             }
         }
     }
@@ -664,7 +785,7 @@ int fs_sem_try_acquire(fs_sem *s, fs_count n)
 static int enqueue_locked(fs_sem *s, fs_waiter *w, fs_count n)
 {
     fs_state *st = &s->st;
-    if (pthread_cond_init(&w->wakeup, &g_condattr) != 0) {
+    if (event_init(&w->wakeup) != 0) {
         state_dispatch(st); // clears SLOW again if nothing else needs it
         return FS_ENOMEM;
     }
@@ -733,9 +854,19 @@ static void await_signal(fs_sem *s, fs_waiter *w)
     }
 }
 
-/* The node is finished with: its condition variable goes, unless it came from
- * the parent of a fork, whose state of it is unknown (destroying could block
- * on waiters that do not exist here; a condition variable holds no resource). */
+/* Waits, without the mutex, for a waker that decided to signal w to finish
+ * doing so (the window is the waker's unlock-to-signal, a few instructions
+ * unless it is preempted there). */
+static void await_signal_unlocked(fs_waiter *w)
+{
+    while (atomic_load_explicit(&w->signal_pending, memory_order_acquire))
+        sched_yield();
+}
+
+/* The node is finished with (the caller holds the mutex): it leaves the
+ * relay, passes the relay on (or, may_defer_relay, leaves that to the caller:
+ * fs_sem_defer_relay), and its event goes, unless it came from the parent of
+ * a fork, whose state of it is unknown. */
 static void waiter_done(fs_sem *s, fs_waiter *w, int may_defer_relay)
 {
     w->relay_owed = 0;
@@ -749,7 +880,7 @@ static void waiter_done(fs_sem *s, fs_waiter *w, int may_defer_relay)
         else
             relay_wake_next(&s->st);
         await_signal(s, w); // its waker may still be about to touch it
-        pthread_cond_destroy(&w->wakeup);
+        event_destroy(&w->wakeup);
     }
     w->state = FS_W_DONE;
 }
@@ -767,10 +898,27 @@ static int waiter_outcome(int state)
     }
 }
 
+/* A FINAL wake-up: w's outcome was decided, and w taken out of every list,
+ * before its event was set, and nobody touches it any more but its waker
+ * (until it clears signal_pending). So it finishes without the mutex. */
+static int waiter_finish_unlocked(fs_sem *s, fs_waiter *w)
+{
+    int rc = waiter_outcome(w->state);
+    if (w->relay_owed && !s->st.relay_by_caller) {
+        fs_sem_relay(s);
+        w->relay_owed = 0;
+    }
+    await_signal_unlocked(w);
+    event_destroy(&w->wakeup);
+    w->state = FS_W_DONE;
+    return rc;
+}
+
 int fs_sem_wait(fs_sem *s, fs_waiter *w, fs_time deadline, fs_time wake_by)
 {
     fs_state *st = &s->st;
     int rc;
+    int interrupted = 0;
     sem_lock(s);
     if (waiter_was_dropped(s, w) && w->state == FS_W_WAITING) {
         // Join again at the tail of this process's queue (or take at once);
@@ -786,8 +934,6 @@ int fs_sem_wait(fs_sem *s, fs_waiter *w, fs_time deadline, fs_time wake_by)
     }
     for (;;) {
         if (w->state != FS_W_WAITING) {
-            if (w->state == FS_W_GRANTED)
-                stats_contended(st, w);
             rc = waiter_outcome(w->state);
             break;
         }
@@ -807,16 +953,25 @@ int fs_sem_wait(fs_sem *s, fs_waiter *w, fs_time deadline, fs_time wake_by)
             rc = FS_TIMEOUT;
             break;
         }
-        if (now >= wake_by) {
+        if (now >= wake_by || interrupted) {
             sem_unlock(s);
             return FS_PAUSED;
         }
         if (atomic_load_explicit(&w->signal_pending, memory_order_acquire)) {
-            await_signal(s, w); // a signal is on its way: look again instead
+            /* Not asleep with a signal in flight: it may have been sent
+             * already, and the reset below would swallow it, while a waker
+             * that finds the mark set sends no other. */
+            await_signal(s, w);
             continue;
         }
         w->woken = 0; // it has looked: the next release wakes it again
-        wait_until(&w->wakeup, &s->mutex, deadline < wake_by ? deadline : wake_by);
+        event_reset(&w->wakeup);
+        sem_unlock(s);
+        int kind = event_wait(&w->wakeup, deadline < wake_by ? deadline : wake_by);
+        if (kind == FS_WAKE_FINAL)
+            return waiter_finish_unlocked(s, w);
+        interrupted = kind < 0 && wake_by != FS_FOREVER;
+        sem_lock(s);
     }
     waiter_done(s, w, 1);
     sem_unlock(s);
@@ -832,6 +987,7 @@ int fs_sem_cancel(fs_sem *s, fs_waiter *w)
         // Granted in the same instant: hand the permits on, as a release would.
         word_set(st, SLOW);
         state_put_locked(st, w->want);
+        stats_uncount(st, w);
         passed_on = 1;
     } else if (w->state == FS_W_WAITING && !waiter_was_dropped(s, w)) {
         queue_remove(&st->queue, w);

@@ -3,8 +3,8 @@
  *
  * See fastsem_core.c for the design. In short: one mutex guards the count and
  * an intrusive FIFO queue of waiter nodes; each node lives on its waiting
- * thread's stack with its own condition variable; a release hands permits
- * straight to the oldest waiters.
+ * thread's stack with its own wake-up event (a futex on Linux); a release
+ * hands permits straight to the oldest waiters.
  *
  * Calling convention for a blocking acquire (the caller owns the node):
  *
@@ -67,6 +67,24 @@ enum {
     FS_W_DONE = 4      /* finished with; the node may go */
 };
 
+/* A one-thread wake-up: the waiter sleeps until the event is set. On Linux a
+ * futex, so that a woken waiter whose outcome is decided returns without
+ * touching the semaphore's mutex, and a signal interrupts the wait; elsewhere
+ * (or built with FS_PORTABLE_EVENT) a mutex and condition variable of the
+ * node's own. */
+#if defined(__linux__) && !defined(FS_PORTABLE_EVENT)
+#define FS_EVENT_FUTEX 1
+#else
+#define FS_EVENT_FUTEX 0
+#endif
+typedef struct fs_event {
+    _Atomic uint32_t kind; /* 0 until set; then FS_WAKE_LOOK or FS_WAKE_FINAL */
+#if !FS_EVENT_FUTEX
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+#endif
+} fs_event;
+
 /* One blocked acquire. Lives on the waiting thread's stack. */
 typedef struct fs_waiter {
     struct fs_waiter *prev, *next; /* queue links, valid while queued */
@@ -74,7 +92,9 @@ typedef struct fs_waiter {
     int state;                     /* FS_W_*; written under the semaphore's mutex */
     unsigned long fork_gen;        /* fork generation the node was queued in */
     int64_t queued_at;             /* fs_now() when it joined the queue */
-    pthread_cond_t wakeup;         /* this waiter's own wake-up primitive */
+    fs_event wakeup;               /* this waiter's own wake-up primitive */
+    uint32_t wake_kind;            /* what the pending signal will say */
+    fs_time waited;                /* queued_at to grant, once granted */
     /* A signal decided under the mutex, sent after it: while set, the node
      * must not go (the waker still touches it) nor sleep (the change it
      * announces may have come after the waiter's last look). */
@@ -162,7 +182,8 @@ int fs_sem_acquire_or_enqueue(fs_sem *s, fs_waiter *w, fs_count n);
 /* Waits for a queued w to be granted. Returns FS_OK once granted (also when
  * the grant and the deadline meet), FS_TIMEOUT at `deadline` (w has left the
  * queue, and whoever it held back has been reconsidered), FS_PAUSED at
- * `wake_by` (w keeps its place), FS_CLOSED if the semaphore was closed, FS_EINVAL
+ * `wake_by` (w keeps its place; with a finite wake_by also earlier, when a
+ * signal handler interrupted the wait: Linux), FS_CLOSED if the semaphore was closed, FS_EINVAL
  * if a lowered bound turned the request away (in both cases w has left the
  * queue). Either time may be FS_FOREVER. FS_ENOMEM only
  * if, in a fork child, the node could not be queued again (w is finished). */

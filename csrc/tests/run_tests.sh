@@ -4,13 +4,15 @@
 #   plain     gcc -O2 -Wall -Wextra -Werror
 #   tsan      -fsanitize=thread -O1 -g                (iterations scaled down)
 #   asan      -fsanitize=address,undefined -O1 -g     (+ LeakSanitizer if it works here)
+#   portable  tsan, with the waiter's event made of a mutex and a condition
+#             variable (-DFS_PORTABLE_EVENT): the macOS code path, on Linux
 #   helgrind  valgrind --tool=helgrind on the -O1 -g build (if valgrind is
 #             installed; iterations scaled far down). Only when asked for by
 #             name: it does not model C11 atomics, which the core's lock-free
 #             paths use, so it reports false races; TSan is the race checker.
 #
-# Usage:  csrc/tests/run_tests.sh [plain|tsan|asan|helgrind|all]   (default: all =
-#         plain, tsan, asan)
+# Usage:  csrc/tests/run_tests.sh [plain|tsan|asan|portable|helgrind|all]
+#         (default: all = plain, tsan, asan, portable)
 #
 # Environment:
 #   CC                     compiler (default gcc; only gcc 12 has been tried)
@@ -46,13 +48,13 @@ WARN=(-Wall -Wextra -Werror -std=c11 -pthread -DFS_TEST_HOOKS)
 
 which_variant=${1:-all}
 case "$which_variant" in
-    plain | tsan | asan | helgrind | all) ;;
+    plain | tsan | asan | portable | helgrind | all) ;;
     -h | --help)
         sed -n '2,/^set -euo/p' "$0" | sed '$d'
         exit 0
         ;;
     *)
-        echo "usage: $0 [plain|tsan|asan|helgrind|all]" >&2
+        echo "usage: $0 [plain|tsan|asan|portable|helgrind|all]" >&2
         exit 2
         ;;
 esac
@@ -113,9 +115,15 @@ run_plain() {
 
 # --- tsan -------------------------------------------------------------------
 build_tsan() { build tsan -fsanitize=thread -O1 -g; }
-run_tsan() {
-    echo "== run tsan"
-    local log="$BUILD/tsan.log" bin="$BUILD/test_core_tsan" scale=${FASTSEM_TSAN_SCALE:-0.5}
+run_tsan() { run_tsan_build tsan; }
+
+build_portable() { build portable -fsanitize=thread -O1 -g -DFS_PORTABLE_EVENT; }
+run_portable() { run_tsan_build portable; }
+
+run_tsan_build() {
+    local name=$1
+    echo "== run $name"
+    local log="$BUILD/$name.log" bin="$BUILD/test_core_$name" scale=${FASTSEM_TSAN_SCALE:-0.5}
     export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ${TSAN_OPTIONS:-}"
     if run_logged "$log" "$bin" "$scale"; then
         return 0
@@ -189,7 +197,7 @@ run_helgrind() {
 echo "core: $CORE_SRC"
 "$CC" --version | head -n 1
 T0=$(now)
-for v in plain tsan asan helgrind; do
+for v in plain tsan asan portable helgrind; do
     if [ "$which_variant" != all ] && [ "$which_variant" != "$v" ]; then
         continue
     fi

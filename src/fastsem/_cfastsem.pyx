@@ -6,9 +6,10 @@
 The binding owns no shared state of its own: every count and queue lives in
 the core, behind the core's mutex or in its atomic permit word. It converts
 arguments, keeps the GIL on the uncontended path, waits inside ``with nogil``,
-and in the main thread steps out of the wait every few milliseconds to run
-signal handlers (a condition variable is not reliably woken by a signal)
-without leaving its place in the queue. Policy that is not counting (hold(),
+and in the main thread steps out of the wait to run signal handlers, when a
+signal interrupts it (Linux) and every 10 ms (a signal may land in another
+thread; a condition variable is not reliably woken by one), without leaving
+its place in the queue. Policy that is not counting (hold(),
 holder tracking, the statistics snapshot) is shared Python in _common.
 """
 cimport cython
