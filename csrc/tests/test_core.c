@@ -679,6 +679,16 @@ static void test_relay(void)
     CHECK_EQ(fs_sem_value(&s), 1);
     CHECK_EQ(fs_sem_wait(&s, &w1, FS_FOREVER, FS_FOREVER), FS_OK);
     CHECK_EQ(w1.relay_owed, 0);
+    /* Waits are counted at the grant; the grant given back is not one. */
+    fs_stats st;
+    fs_sem_statistics(&s, &st);
+    CHECK_EQ(st.acquisitions, 1);
+    CHECK_EQ(st.contended, 1);
+    CHECK_EQ(st.interrupts, 1);
+    uint64_t in_histogram = 0;
+    for (int i = 0; i < FS_HIST_BUCKETS; i++)
+        in_histogram += st.histogram[i];
+    CHECK_EQ(in_histogram, 1);
     fs_sem_destroy(&s);
 
     /* Deferred: the first returns owing the relay; the second, waited for
