@@ -243,20 +243,17 @@ static void event_reset(fs_event *e)
     atomic_store_explicit(&e->kind, 0, memory_order_relaxed);
 }
 
+#if !FS_EVENT_FUTEX
 /* Release: whatever the waker wrote before is seen by the waiter that reads
- * the kind. */
+ * the kind. (The futex version is inlined in signal_node.) */
 static void event_set(fs_event *e, uint32_t kind)
 {
-#if FS_EVENT_FUTEX
-    atomic_store_explicit(&e->kind, kind, memory_order_release);
-    futex(&e->kind, FUTEX_WAKE_PRIVATE, 1, NULL);
-#else
     pthread_mutex_lock(&e->lock);
     atomic_store_explicit(&e->kind, kind, memory_order_release);
     pthread_cond_signal(&e->cond);
     pthread_mutex_unlock(&e->lock);
-#endif
 }
+#endif
 
 /* Sleeps until the event is set or `until` (monotonic) passes. Returns the
  * kind it was set to, 0 if not set (time up, or a spurious wake-up), or -1 if
@@ -354,21 +351,46 @@ static void test_hook_delay(void)
 }
 #endif
 
+/* Sets w's event to the kind decided under the mutex, and clears its mark:
+ * from then on the waiter may leave, and its node be gone. */
+static inline void signal_node(fs_waiter *w)
+{
+#if FS_EVENT_FUTEX
+    /* The mark is cleared before the wake-up system call: the kernel finds
+     * sleepers by the address alone and touches no memory there, so a call
+     * that comes after the node is gone is harmless (at worst a spurious
+     * wake-up of whatever sleeps at that address now, and every futex sleeper
+     * looks again). A woken waiter then never waits for its waker's system
+     * call to return, which on one CPU cost a switch back to the waker. */
+    _Atomic uint32_t *word = &w->wakeup.kind;
+    atomic_store_explicit(word, w->wake_kind, memory_order_release);
+#ifdef FS_TEST_HOOKS
+    test_hook_delay();
+#endif
+    atomic_store_explicit(&w->signal_pending, 0, memory_order_release);
+    futex(word, FUTEX_WAKE_PRIVATE, 1, NULL);
+#else
+    event_set(&w->wakeup, w->wake_kind);
+#ifdef FS_TEST_HOOKS
+    test_hook_delay();
+#endif
+    atomic_store_explicit(&w->signal_pending, 0, memory_order_release);
+#endif
+}
+
 /* Releases the mutex, then sends the wake-ups decided under it. */
 static inline void sem_unlock(fs_sem *s)
 {
     fs_waiter *w = s->st.wake_list;
     s->st.wake_list = NULL;
     if (w != NULL && w->wake_next != NULL) {
-        /* Several to wake (release(n), close, resize): signal them under the
-         * mutex, so that they sleep on it until the list is done, instead of
-         * spinning on their marks while this thread works through it (with
-         * thousands woken, that spinning starved the waker: release(5000)
-         * took seconds). */
+        /* Several to wake (non-fair: every leading waiter that fits): signal
+         * them under the mutex, so that those that need it sleep on it until
+         * the list is done, instead of spinning on their marks while this
+         * thread works through it. */
         while (w != NULL) {
             fs_waiter *next = w->wake_next;
-            event_set(&w->wakeup, w->wake_kind);
-            atomic_store_explicit(&w->signal_pending, 0, memory_order_release);
+            signal_node(w);
             w = next;
         }
         pthread_mutex_unlock(&s->mutex);
@@ -380,11 +402,7 @@ static inline void sem_unlock(fs_sem *s)
 #ifdef FS_TEST_HOOKS
         test_hook_delay();
 #endif
-        event_set(&w->wakeup, w->wake_kind);
-#ifdef FS_TEST_HOOKS
-        test_hook_delay();
-#endif
-        atomic_store_explicit(&w->signal_pending, 0, memory_order_release);
+        signal_node(w);
         w = next; // w itself may be gone now
     }
 }
