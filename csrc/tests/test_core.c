@@ -1388,8 +1388,8 @@ static void *stress_main(void *p)
 static void test_stress(void)
 {
     const int iters = scaled(4000);
-    for (int cfg = 0; cfg < 4; cfg++) {
-        int fair = !(cfg & 1), bounded = !(cfg & 2);
+    for (int cfg = 0; cfg < 8; cfg++) {
+        int fair = !(cfg & 1), bounded = !(cfg & 2), spin = !(cfg & 4);
         stress_ctx c;
         stress_thread ts[STRESS_T];
         c.V = 3;
@@ -1406,6 +1406,8 @@ static void test_stress(void)
         atomic_init(&c.stop, 0);
         c.n_samples = 0;
         CHECK_EQ(fs_sem_init(&c.s, c.V, bounded ? c.V : -1, fair), FS_OK);
+        if (!spin) // every waiter sleeps at once, as on a single CPU
+            fs_sem_set_spin(&c.s, 0);
         fs_time t0 = fs_now();
         pthread_t monitor;
         start_thread(&monitor, stress_monitor, &c);
@@ -1424,10 +1426,10 @@ static void test_stress(void)
         CHECK_EQ(fs_sem_waiting(&c.s), 0);
         CHECK_EQ(fs_sem_value(&c.s), c.V);
         fs_sem_destroy(&c.s);
-        printf("    %-8s %-9s %dx%d: got %ld, would-block %ld, timeout %ld, "
+        printf("    %-8s %-9s %-7s %dx%d: got %ld, would-block %ld, timeout %ld, "
                "paused %ld, cancel %ld, cancel-after-grant %ld, samples %ld (%.0f ms)\n",
                fair ? "fair" : "non-fair", bounded ? "bounded" : "unbounded",
-               STRESS_T, c.iters, atomic_load(&c.n_got),
+               spin ? "spin" : "no spin", STRESS_T, c.iters, atomic_load(&c.n_got),
                atomic_load(&c.n_would_block), atomic_load(&c.n_timeout),
                atomic_load(&c.n_paused), atomic_load(&c.n_cancel0),
                atomic_load(&c.n_cancel1), c.n_samples, ms);

@@ -54,6 +54,7 @@ cdef extern from "fastsem_core.h" nogil:
 
     ctypedef struct fs_waiter:
         int relay_owed
+        int spun
 
     ctypedef struct fs_state:
         int fair
@@ -92,6 +93,24 @@ cdef extern from "fastsem_core.h" nogil:
     int fs_histogram_bucket(fs_time waited_ns)
     fs_time fs_now()
     fs_time fs_deadline_after(double seconds)
+    void fs_cpu_relax()
+
+cdef extern from *:
+    """
+    #ifdef Py_GIL_DISABLED
+    #define FASTSEM_GIL_GRACE_NS 0
+    #else
+    #define FASTSEM_GIL_GRACE_NS 1000
+    #endif
+    """
+    # A waiter whose grant came while it spun (so, within microseconds of the
+    # release) waits this long before it asks for the GIL: the releasing
+    # thread usually lets go of the GIL within a microsecond (it is on its way
+    # to its own next wait), and asking while it still holds it means sleeping
+    # on the GIL's condition variable and a wake-up of 5-50 us. Measured, two
+    # threads on one permit: 0 ns: 39k acquisitions/s; 300 ns: 218k; 600 ns:
+    # 521k; 1000 ns: 436k; 4000 ns: 184k. No GIL, no wait.
+    fs_time GIL_GRACE_NS "FASTSEM_GIL_GRACE_NS"
 
 assert FS_COUNT_MAX == COUNT_MAX
 
@@ -105,6 +124,12 @@ cdef double TIMEOUT_MAX = threading.TIMEOUT_MAX
 # Its ident is cached: between queueing a node and waiting on it no Python
 # code may run (a signal handler could raise there and strand the node).
 cdef unsigned long _main_thread_ident = threading.main_thread().ident
+
+
+cdef inline void _spin_for(fs_time ns) noexcept nogil:
+    cdef fs_time until = fs_now() + ns
+    while fs_now() < until:
+        fs_cpu_relax()
 
 
 def _after_fork_in_child():
@@ -257,6 +282,8 @@ cdef class Semaphore:
                 if pausing:
                     wake_by = fs_now() + SIGNAL_CHECK_INTERVAL_NS
                 rc = fs_sem_wait(&self._sem, node, deadline, wake_by)
+                if rc == FS_OK and node.spun and GIL_GRACE_NS > 0:
+                    _spin_for(GIL_GRACE_NS)
             # Holding the GIL again: now the next relayed waiter may run.
             if rc != FS_PAUSED and node.relay_owed:
                 fs_sem_relay(&self._sem)
