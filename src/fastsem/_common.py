@@ -69,7 +69,8 @@ def _bucket_upper_ns(index: int) -> int:
 class SemaphoreStatistics:
     """A snapshot of a semaphore's counters since creation or the last
     reset_statistics(). Times are in seconds; the wait times are those of
-    contended acquisitions (the ones that had to queue), and the percentiles
+    contended acquisitions (the ones that had to queue), each from joining
+    the queue to the grant of the permits, and the percentiles
     come from a log-scale histogram (4 buckets per doubling), so they are
     upper bounds within 25%, never above wait_max."""
 

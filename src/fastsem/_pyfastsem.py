@@ -94,7 +94,7 @@ def _deadline(timeout: object) -> float:
 class _Waiter:
     """One blocked acquire: what it wants and its own wake-up lock."""
 
-    __slots__ = ("fork_generation", "queued_at", "signalled", "state", "wakeup", "want")
+    __slots__ = ("fork_generation", "queued_at", "signalled", "state", "waited", "wakeup", "want")
 
     def __init__(self, want: int) -> None:
         self.want = want
@@ -104,6 +104,7 @@ class _Waiter:
         self.signalled = False
         self.fork_generation = _fork_generation
         self.queued_at = _monotonic_ns()
+        self.waited = 0  # queued_at to the grant, once granted
 
     def signal(self) -> None:
         if not self.signalled:
@@ -200,7 +201,7 @@ class Semaphore:
             while queue and queue[0].want <= self._count:
                 waiter = queue.popleft()
                 self._count -= waiter.want
-                waiter.state = _GRANTED
+                self._grant(waiter)
                 waiter.signal()
         else:
             left = self._count
@@ -224,14 +225,29 @@ class Semaphore:
             self._stats = [0] * (6 + HIST_BUCKETS)
         return self._stats
 
-    def _count_contended(self, waiter: _Waiter) -> None:
+    def _grant(self, waiter: _Waiter) -> None:
+        """The waiter has its permits (taken from the count by the caller):
+        its wait is counted now, at the grant, as the C core does."""
+        waiter.state = _GRANTED
         stats = self._statistics_list()
-        waited = max(_monotonic_ns() - waiter.queued_at, 0)
+        waited = waiter.waited = max(_monotonic_ns() - waiter.queued_at, 0)
         self._acquisitions += 1
         stats[0] += 1
         stats[4] += waited
         stats[5] = max(stats[5], waited)
         stats[6 + histogram_bucket(waited)] += 1
+
+    def _ungrant(self, waiter: _Waiter) -> None:
+        """A grant its waiter gave back unused was no acquisition (unless the
+        counters were reset meanwhile; the longest wait stays)."""
+        stats = self._statistics_list()
+        bucket = 6 + histogram_bucket(waiter.waited)
+        if stats[0] == 0 or stats[bucket] == 0 or stats[4] < waiter.waited:
+            return
+        self._acquisitions -= 1
+        stats[0] -= 1
+        stats[4] -= waiter.waited
+        stats[bucket] -= 1
 
     def _check_request(self, n: int) -> None:
         _check_count(n)
@@ -299,7 +315,7 @@ class Semaphore:
                             waiter.state = _CLOSED
                         elif self._can_take_now(waiter.want):
                             self._count -= waiter.want
-                            waiter.state = _GRANTED
+                            self._grant(waiter)
                         else:
                             waiter.__init__(waiter.want)  # type: ignore[misc]
                             self._queue.append(waiter)
@@ -314,7 +330,7 @@ class Semaphore:
                         # Non-fair: a woken waiter competes for free permits.
                         self._count -= waiter.want
                         self._queue.remove(waiter)
-                        waiter.state = _GRANTED
+                        self._grant(waiter)
                         self._dispatch()  # others may fit in what is left
                         return self._finish(waiter)
                     if deadline is not None and _monotonic() >= deadline:
@@ -331,7 +347,6 @@ class Semaphore:
         """A waiter left the queue by another's hand: granted, or turned away."""
         state, waiter.state = waiter.state, _DONE
         if state == _GRANTED:
-            self._count_contended(waiter)
             return True
         if state == _CLOSED:
             raise SemaphoreClosed("the semaphore is closed")
@@ -344,6 +359,7 @@ class Semaphore:
         with self._lock():
             if waiter.state == _GRANTED:
                 self._put(waiter.want)
+                self._ungrant(waiter)
             elif waiter.state == _WAITING and waiter in self._queue:
                 self._queue.remove(waiter)
             if waiter.state != _DONE:
