@@ -595,8 +595,8 @@ int fs_histogram_bucket(fs_time waited_ns)
     return 1 + octave * FS_HIST_SUBBUCKETS + sub;
 }
 
-/* A queued waiter got its permits after waiting since w->queued_at. */
-/* Counts w's wait, when it is granted. */
+/* A queued waiter got its permits after waiting since w->queued_at: counted
+ * at the grant (the waiter may return without the mutex). */
 static void stats_contended(fs_state *st, fs_waiter *w)
 {
     fs_time waited = fs_now() - w->queued_at;
@@ -1199,4 +1199,3 @@ void fs_sem_reset_statistics(fs_sem *s)
     atomic_store_explicit(&s->st.uncontended, 0, memory_order_relaxed);
     sem_unlock(s);
 }
-
