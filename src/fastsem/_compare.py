@@ -358,7 +358,7 @@ PLANS = {
         memory_objects=100_000,
         creation_objects=1_000_000,
         release_ns=(100, 1000, 5000),
-        release_repeats=(5, 3, 1),
+        release_repeats=(5, 3, 3),
         everyone=True,
     ),
 }
