@@ -107,3 +107,46 @@ def test_release_from_other_threads_conserves_permits(impl):
         t.join(60)
     assert sum(consumed) + sem.value == produced
     assert sem.waiting == 0
+
+
+@pytest.mark.slow
+def test_batched_releases_racing_timeouts_conserve_permits(impl):
+    """Waiters served several at a time (release(n) wakes them as a relay,
+    each passing the wake-up on once it holds the GIL) while some of them
+    time out: nobody is left asleep with a permit, and every permit released
+    is acquired exactly once or still free at the end."""
+    sem = impl.Semaphore(0)
+    rng = random.Random(7)
+    waiters = 24
+    rounds = 30
+    got = [0] * waiters
+    timed_out = [0] * waiters
+    stop = threading.Event()
+
+    def waiter(index: int) -> None:
+        local = random.Random(index)
+        while not stop.is_set():
+            timeout = None if local.random() < 0.5 else local.uniform(0.0001, 0.003)
+            if sem.acquire(timeout=timeout):
+                got[index] += 1
+            else:
+                timed_out[index] += 1
+
+    threads = [threading.Thread(target=waiter, args=(i,)) for i in range(waiters)]
+    for t in threads:
+        t.start()
+    released = 0
+    for _ in range(rounds):
+        n = rng.randint(1, waiters)
+        sem.release(n)
+        released += n
+        threading.Event().wait(0.005)
+    stop.set()
+    sem.release(waiters)  # one for each thread that may still wait untimed
+    released += waiters
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a waiter is stuck"
+    assert sum(got) + sem.value == released
+    assert sem.waiting == 0
+    assert sum(timed_out) > 0  # the race this test is about happened
