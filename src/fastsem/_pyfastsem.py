@@ -200,7 +200,6 @@ class Semaphore:
         if self._fair:
             while queue and queue[0].want <= self._count:
                 waiter = queue.popleft()
-                self._count -= waiter.want
                 self._grant(waiter)
                 waiter.signal()
         else:
@@ -226,8 +225,9 @@ class Semaphore:
         return self._stats
 
     def _grant(self, waiter: _Waiter) -> None:
-        """The waiter has its permits (taken from the count by the caller):
-        its wait is counted now, at the grant, as the C core does."""
+        """Gives the waiter its permits from the count; its wait is counted
+        now, at the grant, as the C core does."""
+        self._count -= waiter.want
         waiter.state = _GRANTED
         stats = self._statistics_list()
         waited = waiter.waited = max(_monotonic_ns() - waiter.queued_at, 0)
@@ -314,7 +314,6 @@ class Semaphore:
                         if self._closed:
                             waiter.state = _CLOSED
                         elif self._can_take_now(waiter.want):
-                            self._count -= waiter.want
                             self._grant(waiter)
                         else:
                             waiter.__init__(waiter.want)  # type: ignore[misc]
@@ -328,7 +327,6 @@ class Semaphore:
                         return self._finish(waiter)
                     if not self._fair and waiter.want <= self._count:
                         # Non-fair: a woken waiter competes for free permits.
-                        self._count -= waiter.want
                         self._queue.remove(waiter)
                         self._grant(waiter)
                         self._dispatch()  # others may fit in what is left
