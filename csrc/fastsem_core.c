@@ -51,7 +51,16 @@
  * CPU), as the first queued thread does in Java's AQS: between two threads
  * the next release usually comes sooner than a futex wake-up of an idle CPU
  * (5-50 us on a VM), so the handoff costs no system call on either side.
- * Only the head spins, so at most one thread per semaphore burns a CPU.
+ * The FS_YIELD_SPINNERS (2) waiters behind it also look, for up to
+ * FS_YIELD_SPIN_NS (50 us), but yield the CPU between looks, so that the
+ * holder and the head, which need a CPU to pass the permit on, get it first.
+ * With 4 threads on one permit (2-CPU VM, CPython 3.11) that took 62-84k
+ * acquisitions/s to 325-348k/s and the p99 wait from 95-110 us to 15-20 us.
+ * Measured and rejected: the same spin without yielding (23k/s: it keeps
+ * the CPU from the threads it waits for), yielding for 10 us (58k/s: most
+ * then sleep anyway and pay both), every waiter yield-spinning (16 threads
+ * used 1.9 CPUs instead of 0.9). Waiters further back sleep at once, so at
+ * 16 threads the cost is what it was.
  *
  * Waking many at once (release(n), close, resize) goes as a relay: the nodes
  * whose outcome is decided leave the queue for the relay list in order, the
@@ -275,6 +284,29 @@ static int spin_for_event(fs_event *e, fs_time until)
         if (fs_now() >= until)
             break;
         fs_cpu_relax();
+    }
+    return (int)kind;
+}
+
+/* Whether w is one of the FS_YIELD_SPINNERS nodes right behind the head. */
+static int queue_near_head(const fs_queue *q, const fs_waiter *w)
+{
+    const fs_waiter *n = q->head->next;
+    for (int i = 0; i < FS_YIELD_SPINNERS && n != NULL; i++, n = n->next)
+        if (n == w)
+            return 1;
+    return 0;
+}
+
+/* As spin_for_event, but gives the CPU to any other runnable thread between
+ * looks. */
+static int yield_for_event(fs_event *e, fs_time until)
+{
+    uint32_t kind;
+    while ((kind = atomic_load_explicit(&e->kind, memory_order_acquire)) == 0) {
+        if (fs_now() >= until)
+            break;
+        sched_yield();
     }
     return (int)kind;
 }
@@ -750,6 +782,7 @@ int fs_sem_init(fs_sem *s, fs_count value, fs_count max_value, int fair)
     s->st.debt = 0;
     s->st.relay_by_caller = 0;
     s->st.spin_ns = g_cpus > 1 ? FS_SPIN_NS : 0;
+    s->st.yield_spin_ns = g_cpus > 1 ? FS_YIELD_SPIN_NS : 0;
     s->st.queue.head = s->st.queue.tail = NULL;
     s->st.queue.length = 0;
     s->st.wake_list = NULL;
@@ -1001,10 +1034,15 @@ int fs_sem_wait(fs_sem *s, fs_waiter *w, fs_time deadline, fs_time wake_by)
         w->woken = 0; // it has looked: the next release wakes it again
         event_reset(&w->wakeup);
         fs_time until = deadline < wake_by ? deadline : wake_by;
-        int spin = st->queue.head == w && st->spin_ns > 0; // only the head spins
-        fs_time spin_until = now + st->spin_ns;
+        // The head spins, the next FS_YIELD_SPINNERS yield-spin, the rest sleep.
+        int head = st->queue.head == w;
+        fs_time spin = head ? st->spin_ns : queue_near_head(&st->queue, w) ? st->yield_spin_ns : 0;
+        fs_time spin_until = now + spin < until ? now + spin : until;
         sem_unlock(s);
-        int kind = spin ? spin_for_event(&w->wakeup, spin_until < until ? spin_until : until) : 0;
+        int kind = 0;
+        if (spin > 0)
+            kind = head ? spin_for_event(&w->wakeup, spin_until)
+                        : yield_for_event(&w->wakeup, spin_until);
         w->spun = kind != 0;
         if (kind == 0)
             kind = event_wait(&w->wakeup, until);
@@ -1041,10 +1079,11 @@ int fs_sem_cancel(fs_sem *s, fs_waiter *w)
     return passed_on;
 }
 
-void fs_sem_set_spin(fs_sem *s, fs_time ns)
+void fs_sem_set_spin(fs_sem *s, fs_time head_ns, fs_time next_ns)
 {
     sem_lock(s);
-    s->st.spin_ns = ns > 0 ? ns : 0;
+    s->st.spin_ns = head_ns > 0 ? head_ns : 0;
+    s->st.yield_spin_ns = next_ns > 0 ? next_ns : 0;
     sem_unlock(s);
 }
 

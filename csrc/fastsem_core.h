@@ -148,7 +148,8 @@ typedef struct fs_state {
     _Atomic fs_count max_value;  /* the bound of a bounded semaphore, else -1 */
     int fair;                    /* 1: FIFO with direct handoff; 0: barging allowed */
     int relay_by_caller;         /* fs_sem_defer_relay was called */
-    fs_time spin_ns;             /* fs_sem_set_spin */
+    fs_time spin_ns;             /* fs_sem_set_spin: the head's budget */
+    fs_time yield_spin_ns;       /* fs_sem_set_spin: the next ones' budget */
     /* The rest is guarded by the owner's mutex. */
     fs_count debt;               /* permits a lowered bound still takes from releases */
     fs_queue queue;
@@ -206,14 +207,18 @@ int fs_sem_cancel(fs_sem *s, fs_waiter *w);
 void fs_sem_defer_relay(fs_sem *s);
 void fs_sem_relay(fs_sem *s);
 
-/* A waiter at the head of the queue spins up to ns nanoseconds, looking at
- * its event, before it sleeps: a handoff that comes meanwhile costs no
- * wake-up (a futex wake-up of an idle CPU takes 5-50 us; between two threads
- * the next release often comes sooner). fs_sem_wait then returns with
- * w->spun set. The default is FS_SPIN_NS, or 0 on a single CPU (where the
- * releaser cannot run while the waiter spins). */
+/* Before it sleeps, a waiter at the head of the queue spins up to head_ns
+ * nanoseconds looking at its event, and the FS_YIELD_SPINNERS waiters behind
+ * it look for up to next_ns, yielding the CPU (sched_yield) between looks: a
+ * handoff that comes meanwhile costs no wake-up (a futex wake-up of an idle
+ * CPU takes 5-50 us on a VM, at times milliseconds; the next release often
+ * comes sooner). fs_sem_wait then returns with w->spun set. The defaults are
+ * FS_SPIN_NS and FS_YIELD_SPIN_NS, or 0 and 0 on a single CPU (where the
+ * releaser cannot run while the waiter spins). 0 turns either off. */
 #define FS_SPIN_NS 20000
-void fs_sem_set_spin(fs_sem *s, fs_time ns);
+#define FS_YIELD_SPIN_NS 50000
+#define FS_YIELD_SPINNERS 2
+void fs_sem_set_spin(fs_sem *s, fs_time head_ns, fs_time next_ns);
 
 /* Adds n permits and hands them to the oldest waiters. FS_OK, FS_EINVAL
  * (n < 1), FS_OVER_BOUND or FS_OVERFLOW (nothing changed on failure). */

@@ -180,6 +180,7 @@ typedef struct waiter_t {
                           again), as the binding does to run signal handlers */
     atomic_int first_rc; /* what acquire_or_enqueue said, -1 before */
     atomic_int rc;       /* final status, -1 before */
+    atomic_int spun;     /* w.spun after the last fs_sem_wait */
     pthread_t th;
 } waiter_t;
 
@@ -193,6 +194,7 @@ static void *waiter_main(void *p)
     while (rc == FS_QUEUED) {
         fs_time wake_by = a->pause_us > 0 ? fs_now() + (fs_time)a->pause_us * 1000 : FS_FOREVER;
         rc = fs_sem_wait(a->s, &w, deadline, wake_by);
+        atomic_store(&a->spun, w.spun);
         if (rc == FS_PAUSED)
             rc = FS_QUEUED;
     }
@@ -221,6 +223,7 @@ static void waiter_start_pausing(waiter_t *a, fs_sem *s, int id, fs_count want,
     a->pause_us = pause_us;
     atomic_init(&a->first_rc, -1);
     atomic_init(&a->rc, -1);
+    atomic_init(&a->spun, -1);
     start_thread(&a->th, waiter_main, a);
 }
 
@@ -785,6 +788,39 @@ static void test_relay(void)
             CHECK_EQ(atomic_load(&a[i].owed), 0);
         }
         CHECK_EQ(relay_length(&s), 0);
+        fs_sem_destroy(&s);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* spin: the head and the FS_YIELD_SPINNERS behind it look for their grant  */
+/* before they sleep (w->spun); the next sleeps at once; budgets of 0 turn   */
+/* it off.                                                                   */
+
+static void test_spin(void)
+{
+    enum { SPINNERS = 1 + FS_YIELD_SPINNERS, N = SPINNERS + 1 };
+    fs_sem s;
+    waiter_t ws[N];
+    for (int on = 1; on >= 0; on--) {
+        CHECK_EQ(fs_sem_init(&s, 0, -1, 1), FS_OK);
+        /* Budgets far longer than the test: a grant can only come while the
+         * spinners still look, never after they gave up and slept. */
+        fs_time budget = on ? (fs_time)60 * 1000000000 : 0;
+        fs_sem_set_spin(&s, budget, budget);
+        for (int i = 0; i < N; i++) {
+            waiter_start(&ws[i], &s, i, 1, 0, 0, NULL);
+            WAIT_FOR(fs_sem_waiting(&s) == (size_t)i + 1);
+        }
+        nap_us(2000); /* all past their last look at the queue */
+        for (int i = 0; i < N; i++) {
+            CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+            join_thread(ws[i].th);
+            CHECK_EQ(waiter_rc(&ws[i]), FS_OK);
+            /* The first SPINNERS spun; the last (queued behind them when it
+             * chose) slept, and nothing wakes it to spin later. */
+            CHECK_EQ(atomic_load(&ws[i].spun), on && i < SPINNERS);
+        }
         fs_sem_destroy(&s);
     }
 }
@@ -1407,7 +1443,7 @@ static void test_stress(void)
         c.n_samples = 0;
         CHECK_EQ(fs_sem_init(&c.s, c.V, bounded ? c.V : -1, fair), FS_OK);
         if (!spin) // every waiter sleeps at once, as on a single CPU
-            fs_sem_set_spin(&c.s, 0);
+            fs_sem_set_spin(&c.s, 0, 0);
         fs_time t0 = fs_now();
         pthread_t monitor;
         start_thread(&monitor, stress_monitor, &c);
@@ -1617,6 +1653,7 @@ static const struct {
     {"timeout", test_timeout},
     {"pause", test_pause},
     {"relay", test_relay},
+    {"spin", test_spin},
     {"cancel_race", test_cancel_race},
     {"stress", test_stress},
     {"lifecycle", test_lifecycle},
