@@ -208,8 +208,8 @@ void fs_sem_defer_relay(fs_sem *s);
 void fs_sem_relay(fs_sem *s);
 
 /* Before it sleeps, a waiter at the head of the queue spins up to head_ns
- * nanoseconds looking at its event, and the FS_YIELD_SPINNERS waiters behind
- * it look for up to next_ns, yielding the CPU (sched_yield) between looks: a
+ * nanoseconds looking at its event, and in fair mode the FS_YIELD_SPINNERS
+ * waiters behind it look for up to next_ns, yielding the CPU between looks: a
  * handoff that comes meanwhile costs no wake-up (a futex wake-up of an idle
  * CPU takes 5-50 us on a VM, at times milliseconds; the next release often
  * comes sooner). fs_sem_wait then returns with w->spun set. The defaults are

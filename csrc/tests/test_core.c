@@ -793,17 +793,19 @@ static void test_relay(void)
 }
 
 /* ------------------------------------------------------------------------ */
-/* spin: the head and the FS_YIELD_SPINNERS behind it look for their grant  */
-/* before they sleep (w->spun); the next sleeps at once; budgets of 0 turn   */
-/* it off.                                                                   */
+/* spin: the head and, in fair mode, the FS_YIELD_SPINNERS behind it look   */
+/* for their grant before they sleep (w->spun); the next sleeps at once;     */
+/* budgets of 0 turn it off.                                                 */
 
 static void test_spin(void)
 {
     enum { SPINNERS = 1 + FS_YIELD_SPINNERS, N = SPINNERS + 1 };
     fs_sem s;
     waiter_t ws[N];
-    for (int on = 1; on >= 0; on--) {
-        CHECK_EQ(fs_sem_init(&s, 0, -1, 1), FS_OK);
+    for (int mode = 0; mode < 3; mode++) {
+        int on = mode != 1, fair = mode != 2;
+        int spinners = !on ? 0 : fair ? SPINNERS : 1;
+        CHECK_EQ(fs_sem_init(&s, 0, -1, fair), FS_OK);
         /* Budgets far longer than the test: a grant can only come while the
          * spinners still look, never after they gave up and slept. */
         fs_time budget = on ? (fs_time)60 * 1000000000 : 0;
@@ -817,9 +819,9 @@ static void test_spin(void)
             CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
             join_thread(ws[i].th);
             CHECK_EQ(waiter_rc(&ws[i]), FS_OK);
-            /* The first SPINNERS spun; the last (queued behind them when it
-             * chose) slept, and nothing wakes it to spin later. */
-            CHECK_EQ(atomic_load(&ws[i].spun), on && i < SPINNERS);
+            /* The first `spinners` spun; the rest (queued behind them when
+             * they chose) slept, and nothing wakes them to spin later. */
+            CHECK_EQ(atomic_load(&ws[i].spun), i < spinners);
         }
         fs_sem_destroy(&s);
     }
