@@ -222,6 +222,11 @@ unsigned long fs_fork_generation(void)
 /* The waiter's event.                                                       */
 
 enum { FS_WAKE_LOOK = 1, FS_WAKE_FINAL = 2 };
+/* Futex events only: the waiter is (about to be) asleep in the kernel, so
+ * the waker must make the system call. A waker that finds the event at 0
+ * (its waiter spins, or has not looked yet) only stores the kind: no system
+ * call on the releasing side when the grant is seen by spinning. */
+enum { FS_EVENT_SLEEPING = 3 };
 
 #if FS_EVENT_FUTEX
 static long futex(_Atomic uint32_t *addr, int op, uint32_t val, const struct timespec *ts)
@@ -266,8 +271,10 @@ static void event_reset(fs_event *e)
 static void event_set(fs_event *e, uint32_t kind)
 {
 #if FS_EVENT_FUTEX
-    atomic_store_explicit(&e->kind, kind, memory_order_release);
-    futex(&e->kind, FUTEX_WAKE_PRIVATE, 1, NULL);
+    // A read-modify-write sees the waiter's SLEEPING if it came first; if it
+    // came after, the waiter's compare-exchange fails and it does not sleep.
+    if (atomic_exchange_explicit(&e->kind, kind, memory_order_release) == FS_EVENT_SLEEPING)
+        futex(&e->kind, FUTEX_WAKE_PRIVATE, 1, NULL);
 #else
     pthread_mutex_lock(&e->lock);
     atomic_store_explicit(&e->kind, kind, memory_order_release);
@@ -318,16 +325,27 @@ static int event_wait(fs_event *e, fs_time until)
 {
     uint32_t kind;
 #if FS_EVENT_FUTEX
-    while ((kind = atomic_load_explicit(&e->kind, memory_order_acquire)) == 0) {
-        struct timespec ts = {(time_t)(until / 1000000000), (long)(until % 1000000000)};
+    kind = 0;
+    if (!atomic_compare_exchange_strong_explicit(&e->kind, &kind, FS_EVENT_SLEEPING,
+                                                 memory_order_acquire, memory_order_acquire))
+        return (int)kind; // set before it could say it sleeps
+    struct timespec ts = {(time_t)(until / 1000000000), (long)(until % 1000000000)};
+    for (;;) {
         // Absolute, on CLOCK_MONOTONIC: a wall-clock jump changes nothing.
-        if (futex(&e->kind, FUTEX_WAIT_BITSET_PRIVATE, 0,
-                  until == FS_FOREVER ? NULL : &ts) == -1) {
-            if (errno == ETIMEDOUT)
-                return (int)atomic_load_explicit(&e->kind, memory_order_acquire);
-            if (errno == EINTR)
-                return atomic_load_explicit(&e->kind, memory_order_acquire) ? 0 : -1;
-        } // else woken, or the kind changed first (EAGAIN): look again
+        long rc = futex(&e->kind, FUTEX_WAIT_BITSET_PRIVATE, FS_EVENT_SLEEPING,
+                        until == FS_FOREVER ? NULL : &ts);
+        int err = rc == -1 ? errno : 0;
+        kind = atomic_load_explicit(&e->kind, memory_order_acquire);
+        if (kind != FS_EVENT_SLEEPING)
+            return (int)kind; // woken, or set before the kernel looked (EAGAIN)
+        if (err == ETIMEDOUT || err == EINTR) {
+            // Awake again: back to 0, unless the kind comes in this instant.
+            if (atomic_compare_exchange_strong_explicit(&e->kind, &kind, 0,
+                                                        memory_order_acquire,
+                                                        memory_order_acquire))
+                return err == EINTR ? -1 : 0;
+            return err == EINTR ? 0 : (int)kind;
+        } // else a spurious wake-up: sleep again
     }
 #else
     pthread_mutex_lock(&e->lock);
