@@ -37,6 +37,9 @@
  * return without the mutex). A handed-off waiter thus never queues on the
  * mutex its waker, now waiting on its own next acquire, may hold; with a
  * condition variable it had to re-take that mutex before it could return.
+ * On Linux the event is a futex word, and a waiter marks it SLEEPING before
+ * it sleeps, so a waker whose waiter is still spinning (see below) makes no
+ * system call at all.
  *
  * Wake-ups are decided under the mutex but sent after it is released:
  * signalled under the mutex, the woken thread would run only to block on the
