@@ -802,6 +802,7 @@ int fs_sem_init(fs_sem *s, fs_count value, fs_count max_value, int fair)
     s->st.fair = fair ? 1 : 0;
     s->st.debt = 0;
     s->st.relay_by_caller = 0;
+    s->st.compete_by_caller = 0;
     s->st.spin_ns = g_cpus > 1 ? FS_SPIN_NS : 0;
     s->st.yield_spin_ns = g_cpus > 1 ? FS_YIELD_SPIN_NS : 0;
     s->st.queue.head = s->st.queue.tail = NULL;
@@ -1074,6 +1075,8 @@ int fs_sem_wait(fs_sem *s, fs_waiter *w, fs_time deadline, fs_time wake_by)
             kind = event_wait(&w->wakeup, until);
         if (kind == FS_WAKE_FINAL)
             return waiter_finish_unlocked(s, w);
+        if (kind == FS_WAKE_LOOK && st->compete_by_caller)
+            return FS_PAUSED; // woken to compete (non-fair): the caller does it
         interrupted = kind < 0 && wake_by != FS_FOREVER;
         sem_lock(s);
     }
@@ -1117,6 +1120,13 @@ void fs_sem_defer_relay(fs_sem *s)
 {
     sem_lock(s);
     s->st.relay_by_caller = 1;
+    sem_unlock(s);
+}
+
+void fs_sem_defer_compete(fs_sem *s)
+{
+    sem_lock(s);
+    s->st.compete_by_caller = 1;
     sem_unlock(s);
 }
 

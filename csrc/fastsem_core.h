@@ -148,6 +148,7 @@ typedef struct fs_state {
     _Atomic fs_count max_value;  /* the bound of a bounded semaphore, else -1 */
     int fair;                    /* 1: FIFO with direct handoff; 0: barging allowed */
     int relay_by_caller;         /* fs_sem_defer_relay was called */
+    int compete_by_caller;       /* fs_sem_defer_compete was called */
     fs_time spin_ns;             /* fs_sem_set_spin: the head's budget */
     fs_time yield_spin_ns;       /* fs_sem_set_spin: the next ones' budget */
     /* The rest is guarded by the owner's mutex. */
@@ -206,6 +207,17 @@ int fs_sem_cancel(fs_sem *s, fs_waiter *w);
  * threads queue on the core, not all on that lock). */
 void fs_sem_defer_relay(fs_sem *s);
 void fs_sem_relay(fs_sem *s);
+
+/* Non-fair mode: a release wakes a queued waiter to compete for the free
+ * permits, and by default fs_sem_wait competes at once. After
+ * fs_sem_defer_compete(s), it returns FS_PAUSED instead (w keeps its place),
+ * and the caller competes when it is ready to run: fs_sem_wait(s, w,
+ * deadline, 0) takes the permits if they are free and otherwise returns
+ * FS_PAUSED without sleeping. The binding competes once it holds the
+ * interpreter lock again: a waiter that took the permits while another
+ * thread held that lock kept them idle until it got the lock. No effect in
+ * fair mode, where permits are handed over. Call it before s is shared. */
+void fs_sem_defer_compete(fs_sem *s);
 
 /* Before it sleeps, a waiter at the head of the queue spins up to head_ns
  * nanoseconds looking at its event, and in fair mode the FS_YIELD_SPINNERS

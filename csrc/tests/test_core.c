@@ -828,6 +828,68 @@ static void test_spin(void)
 }
 
 /* ------------------------------------------------------------------------ */
+/* compete: after fs_sem_defer_compete, a non-fair waiter woken to compete   */
+/* returns FS_PAUSED in its place; fs_sem_wait(..., 0) competes, never      */
+/* sleeping. No effect in fair mode.                                         */
+
+typedef struct {
+    fs_sem *s;
+    long us;
+} delayed_release_t;
+
+static void *delayed_release_main(void *p)
+{
+    delayed_release_t *d = p;
+    nap_us(d->us);
+    CHECK_EQ(fs_sem_release(d->s, 1), FS_OK);
+    return NULL;
+}
+
+static void test_compete(void)
+{
+    fs_sem s;
+    fs_waiter w;
+    pthread_t th;
+    delayed_release_t d = {&s, 2000};
+    CHECK_EQ(fs_sem_init(&s, 0, -1, 0), FS_OK);
+    fs_sem_defer_compete(&s);
+    CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 1), FS_QUEUED);
+    /* Nothing free: competing neither sleeps nor takes. */
+    CHECK_EQ(fs_sem_wait(&s, &w, FS_FOREVER, 0), FS_PAUSED);
+    /* Woken to compete: back here, the place kept and the permit still free. */
+    start_thread(&th, delayed_release_main, &d);
+    CHECK_EQ(fs_sem_wait(&s, &w, FS_FOREVER, FS_FOREVER), FS_PAUSED);
+    join_thread(th);
+    CHECK_EQ(fs_sem_waiting(&s), 1);
+    CHECK_EQ(fs_sem_value(&s), 1);
+    /* Somebody barges in first (non-fair): the waiter stays queued. */
+    CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_OK);
+    CHECK_EQ(fs_sem_wait(&s, &w, FS_FOREVER, 0), FS_PAUSED);
+    CHECK_EQ(fs_sem_waiting(&s), 1);
+    /* Free again: competing takes it and leaves the queue. */
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+    CHECK_EQ(fs_sem_wait(&s, &w, FS_FOREVER, 0), FS_OK);
+    CHECK_EQ(fs_sem_waiting(&s), 0);
+    CHECK_EQ(fs_sem_value(&s), 0);
+    /* Past its deadline: competing times out and leaves the queue. */
+    CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 1), FS_QUEUED);
+    CHECK_EQ(fs_sem_wait(&s, &w, fs_now() - 1, 0), FS_TIMEOUT);
+    CHECK_EQ(fs_sem_waiting(&s), 0);
+    fs_sem_destroy(&s);
+
+    /* Fair mode: a release hands the permit over; the wait returns FS_OK. */
+    CHECK_EQ(fs_sem_init(&s, 0, -1, 1), FS_OK);
+    fs_sem_defer_compete(&s);
+    CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 1), FS_QUEUED);
+    start_thread(&th, delayed_release_main, &d);
+    CHECK_EQ(fs_sem_wait(&s, &w, FS_FOREVER, FS_FOREVER), FS_OK);
+    join_thread(th);
+    CHECK_EQ(fs_sem_value(&s), 0);
+    CHECK_EQ(fs_sem_waiting(&s), 0);
+    fs_sem_destroy(&s);
+}
+
+/* ------------------------------------------------------------------------ */
 /* pause: FS_PAUSED keeps the node's place; cancel removes it.              */
 
 static void test_pause(void)
@@ -1323,6 +1385,8 @@ typedef struct stress_ctx {
     int iters;
     atomic_llong held;
     atomic_long n_got, n_would_block, n_timeout, n_cancel0, n_cancel1, n_paused;
+    atomic_long n_competed; /* fs_sem_defer_compete: woken to compete, competed */
+    int compete;            /* fs_sem_defer_compete was called */
     atomic_int stop;      /* tells the monitor to finish */
     long n_samples;       /* monitor's */
 } stress_ctx;
@@ -1381,9 +1445,18 @@ static void *stress_main(void *p)
                 if (max_pauses >= 0) /* a poll, or a pause after 0..100us */
                     wake_by = rnd(&rng) % 2 ? 0 : fs_now() + (fs_time)(rnd(&rng) % 101) * 1000;
                 rc = fs_sem_wait(&c->s, &w, deadline, wake_by);
+                if (rc == FS_PAUSED && max_pauses < 0) {
+                    CHECK(c->compete); /* woken to compete: do it now */
+                    atomic_fetch_add(&c->n_competed, 1);
+                    spin((unsigned)(rnd(&rng) % 500)); /* barging lands here */
+                    rc = fs_sem_wait(&c->s, &w, deadline, 0);
+                    if (rc == FS_PAUSED) {
+                        rc = FS_QUEUED; /* lost: wait again */
+                        continue;
+                    }
+                }
                 if (rc != FS_PAUSED)
                     break;
-                CHECK(max_pauses >= 0);
                 atomic_fetch_add(&c->n_paused, 1);
                 if (pauses++ >= max_pauses) {
                     spin((unsigned)(rnd(&rng) % 5000));
@@ -1441,11 +1514,15 @@ static void test_stress(void)
         atomic_init(&c.n_cancel0, 0);
         atomic_init(&c.n_cancel1, 0);
         atomic_init(&c.n_paused, 0);
+        atomic_init(&c.n_competed, 0);
         atomic_init(&c.stop, 0);
         c.n_samples = 0;
         CHECK_EQ(fs_sem_init(&c.s, c.V, bounded ? c.V : -1, fair), FS_OK);
         if (!spin) // every waiter sleeps at once, as on a single CPU
             fs_sem_set_spin(&c.s, 0, 0);
+        c.compete = spin && !fair;
+        if (c.compete) // competes in its own time, as the binding does
+            fs_sem_defer_compete(&c.s);
         fs_time t0 = fs_now();
         pthread_t monitor;
         start_thread(&monitor, stress_monitor, &c);
@@ -1465,11 +1542,12 @@ static void test_stress(void)
         CHECK_EQ(fs_sem_value(&c.s), c.V);
         fs_sem_destroy(&c.s);
         printf("    %-8s %-9s %-7s %dx%d: got %ld, would-block %ld, timeout %ld, "
-               "paused %ld, cancel %ld, cancel-after-grant %ld, samples %ld (%.0f ms)\n",
+               "paused %ld, competed %ld, cancel %ld, cancel-after-grant %ld, "
+               "samples %ld (%.0f ms)\n",
                fair ? "fair" : "non-fair", bounded ? "bounded" : "unbounded",
                spin ? "spin" : "no spin", STRESS_T, c.iters, atomic_load(&c.n_got),
                atomic_load(&c.n_would_block), atomic_load(&c.n_timeout),
-               atomic_load(&c.n_paused), atomic_load(&c.n_cancel0),
+               atomic_load(&c.n_paused), atomic_load(&c.n_competed), atomic_load(&c.n_cancel0),
                atomic_load(&c.n_cancel1), c.n_samples, ms);
     }
 }
@@ -1654,6 +1732,7 @@ static const struct {
     {"head_of_line", test_head_of_line},
     {"timeout", test_timeout},
     {"pause", test_pause},
+    {"compete", test_compete},
     {"relay", test_relay},
     {"spin", test_spin},
     {"cancel_race", test_cancel_race},
