@@ -11,7 +11,8 @@ QueuePool and a pool made of a queue.Queue.
 - **contended**: 16 threads, a pool of 4, each looping checkout / return
   with nothing in between, for a fixed time: checkouts per second, and the
   p50 / p99 / max wait of a checkout. Goal: fastsem's max wait <= 1/10 of
-  QueuePool's.
+  QueuePool's. The Java way of guarding a pool (java_peer.py: Semaphore(4,
+  true), tryAcquire(maxWait)) runs the same loop when a JDK 11+ is on PATH.
 
 Every pool holds the same trivial resource (an object with no-op rollback()
 and close(), which QueuePool calls). QueuePool runs with
@@ -30,6 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import java_peer
 import pytest
 from conftest import FIGURES, Sizes
 
@@ -119,6 +121,7 @@ def _sqlalchemy() -> tuple[Callable[[], Any], Callable[[Any], None]]:
 FASTSEM = "fastsem.ResourcePool"
 QUEUE = "queue.Queue pool"
 QUEUEPOOL = "SQLAlchemy QueuePool"
+JAVA = "Java Semaphore(4, true) + deque"
 KINDS = [
     Kind(FASTSEM, lambda: _fastsem(True)),
     Kind("fastsem.ResourcePool (fair=False)", lambda: _fastsem(False)),
@@ -240,6 +243,29 @@ def test_pool_contended(benchmark: Any, kind: Kind, sizes: Sizes) -> None:
     _record(benchmark, kind.name, **figures)
 
 
+@pytest.mark.benchmark(group=f"pool contended: {THREADS} threads, pool of {POOL_SIZE}")
+def test_pool_contended_java(benchmark: Any, sizes: Sizes) -> None:
+    """The Java way (java_peer.py): new Semaphore(4, true), tryAcquire(maxWait),
+    a deque of idle objects; Java threads, no GIL."""
+    seconds = sizes.contended_seconds * (1 if sizes.quick else 2)
+    warmup = sizes.contended_warmup if sizes.quick else java_peer.MIN_WARMUP_S
+    java = benchmark.pedantic(
+        java_peer.run,
+        args=("pool", THREADS, POOL_SIZE, seconds, warmup),
+        rounds=1,
+        iterations=1,
+    )
+    figures = {
+        "ops_per_s": java["ops_per_s"],
+        "p50_wait_ms": java["p50_wait_ns"] / 1e6,
+        "p99_wait_ms": java["p99_wait_ns"] / 1e6,
+        "max_wait_ms": java["max_wait_ns"] / 1e6,
+        "jain": java["jain"],
+    }
+    CONTENDED[JAVA] = figures
+    _record(benchmark, f"{JAVA}, JDK {java['java']}", **figures)
+
+
 @pytest.mark.benchmark(group="pool goals")
 def test_pool_goals(benchmark: Any) -> None:
     """The issue's goals, as ratios of the figures above (run after them)."""
@@ -264,5 +290,11 @@ def test_pool_goals(benchmark: Any) -> None:
         figures["p99_wait_ours_over_queuepool"] = (
             CONTENDED[FASTSEM]["p99_wait_ms"] / theirs_p99 if theirs_p99 else float("nan")
         )
+    if FASTSEM in CONTENDED and JAVA in CONTENDED:
+        java = CONTENDED[JAVA]
+        for figure in ("ops_per_s", "p99_wait_ms", "max_wait_ms"):
+            figures[f"{figure}_ours_over_java"] = (
+                CONTENDED[FASTSEM][figure] / java[figure] if java[figure] else float("nan")
+            )
     _record(benchmark, "ratios", **figures)
     print("\npool goals:", figures)
