@@ -889,6 +889,70 @@ static void test_compete(void)
     fs_sem_destroy(&s);
 }
 
+/* compete_chain (non-fair): a release wakes one competitor at a time; each
+ * that takes its permits, or is cancelled, wakes the next. Woken all at once,
+ * release(5000) took 34-40 s. */
+
+enum { CHAIN_WAITERS = 4, GO_TAKE = 1, GO_CANCEL = 2, CANCELLED = 1000 };
+
+typedef struct chain_waiter {
+    fs_sem *s;
+    atomic_int woken; /* back from fs_sem_wait with FS_PAUSED: woken to compete */
+    atomic_int go;    /* set by the test: compete (GO_TAKE), or give up (GO_CANCEL) */
+    atomic_int rc;    /* what competing returned (CANCELLED), -1 before */
+    pthread_t th;
+} chain_waiter;
+
+static void *chain_waiter_main(void *p)
+{
+    chain_waiter *a = p;
+    fs_waiter w;
+    CHECK_EQ(fs_sem_acquire_or_enqueue(a->s, &w, 1), FS_QUEUED);
+    CHECK_EQ(fs_sem_wait(a->s, &w, FS_FOREVER, FS_FOREVER), FS_PAUSED);
+    atomic_store(&a->woken, 1);
+    WAIT_FOR(atomic_load(&a->go) != 0);
+    if (atomic_load(&a->go) == GO_CANCEL) {
+        CHECK_EQ(fs_sem_cancel(a->s, &w), 0); /* nothing granted to pass on */
+        atomic_store(&a->rc, CANCELLED);
+    } else {
+        atomic_store(&a->rc, fs_sem_wait(a->s, &w, FS_FOREVER, 0));
+    }
+    return NULL;
+}
+
+static void test_compete_chain(void)
+{
+    fs_sem s;
+    chain_waiter c[CHAIN_WAITERS];
+    CHECK_EQ(fs_sem_init(&s, 0, -1, 0), FS_OK);
+    fs_sem_defer_compete(&s);
+    for (int i = 0; i < CHAIN_WAITERS; i++) {
+        c[i].s = &s;
+        atomic_init(&c[i].woken, 0);
+        atomic_init(&c[i].go, 0);
+        atomic_init(&c[i].rc, -1);
+        start_thread(&c[i].th, chain_waiter_main, &c[i]);
+        WAIT_FOR(fs_sem_waiting(&s) == (size_t)i + 1);
+    }
+    /* Permits for all but one: the head gives up (an exception in the
+     * binding), the rest take one each, woken in turn. */
+    CHECK_EQ(fs_sem_release(&s, CHAIN_WAITERS - 1), FS_OK);
+    for (int i = 0; i < CHAIN_WAITERS; i++) {
+        WAIT_FOR(atomic_load(&c[i].woken));
+        nap_us(20000); /* time for a wrongly woken one to show up */
+        for (int j = i + 1; j < CHAIN_WAITERS; j++)
+            CHECK_EQ(atomic_load(&c[j].woken), 0);
+        atomic_store(&c[i].go, i == 0 ? GO_CANCEL : GO_TAKE);
+        WAIT_FOR(atomic_load(&c[i].rc) != -1);
+        CHECK_EQ(atomic_load(&c[i].rc), (i == 0 ? CANCELLED : FS_OK));
+    }
+    for (int i = 0; i < CHAIN_WAITERS; i++)
+        join_thread(c[i].th);
+    CHECK_EQ(fs_sem_value(&s), 0);
+    CHECK_EQ(fs_sem_waiting(&s), 0);
+    fs_sem_destroy(&s);
+}
+
 /* ------------------------------------------------------------------------ */
 /* pause: FS_PAUSED keeps the node's place; cancel removes it.              */
 
@@ -1733,6 +1797,7 @@ static const struct {
     {"timeout", test_timeout},
     {"pause", test_pause},
     {"compete", test_compete},
+    {"compete_chain", test_compete_chain},
     {"relay", test_relay},
     {"spin", test_spin},
     {"cancel_race", test_cancel_race},
