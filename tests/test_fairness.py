@@ -152,8 +152,10 @@ def test_bounded_release_hands_off_within_the_bound(impl):
     assert sem.value == 2
 
 
-def test_a_thousand_waiters_released_at_once(impl):
-    sem = impl.Semaphore(0)
+@pytest.mark.parametrize("fair", [True, False], ids=["fair", "nonfair"])
+def test_a_thousand_waiters_released_at_once(impl, fair):
+    # Non-fair: woken to compete one after the other, each winner waking the next.
+    sem = impl.Semaphore(0, fair=fair)
     count = 1000
     started = threading.Barrier(count + 1, timeout=60)
     results: list[bool] = []

@@ -202,13 +202,12 @@ class Semaphore:
                 waiter = queue.popleft()
                 self._grant(waiter)
                 waiter.signal()
-        else:
-            left = self._count
-            for waiter in queue:
-                if waiter.want > left:
-                    break
-                left -= waiter.want
-                waiter.signal()
+        elif queue and queue[0].want <= self._count:
+            # One competitor at a time, as the C core: the head (a no-op if it
+            # is already woken); each that takes its permits, or leaves,
+            # dispatches again. Signalling every waiter that fit made
+            # release(5000) quadratic: 1.3 s.
+            queue[0].signal()
 
     def _put(self, n: int) -> None:
         """Gives n permits back: a lowered bound's debt first, and never more
