@@ -286,18 +286,6 @@ static void event_set(fs_event *e, uint32_t kind)
 #endif
 }
 
-/* Spins until the event is set or `until` passes: returns the kind, or 0. */
-static int spin_for_event(fs_event *e, fs_time until)
-{
-    uint32_t kind;
-    while ((kind = atomic_load_explicit(&e->kind, memory_order_acquire)) == 0) {
-        if (fs_now() >= until)
-            break;
-        fs_cpu_relax();
-    }
-    return (int)kind;
-}
-
 /* Whether w is one of the FS_YIELD_SPINNERS nodes right behind the head. */
 static int queue_near_head(const fs_queue *q, const fs_waiter *w)
 {
@@ -308,15 +296,18 @@ static int queue_near_head(const fs_queue *q, const fs_waiter *w)
     return 0;
 }
 
-/* As spin_for_event, but gives the CPU to any other runnable thread between
- * looks. */
-static int yield_for_event(fs_event *e, fs_time until)
+/* Spins until the event is set or `until` passes: returns the kind, or 0.
+ * yield_cpu: gives the CPU to any other runnable thread between looks. */
+static int spin_for_event(fs_event *e, fs_time until, int yield_cpu)
 {
     uint32_t kind;
     while ((kind = atomic_load_explicit(&e->kind, memory_order_acquire)) == 0) {
         if (fs_now() >= until)
             break;
-        sched_yield();
+        if (yield_cpu)
+            sched_yield();
+        else
+            fs_cpu_relax();
     }
     return (int)kind;
 }
@@ -1070,8 +1061,7 @@ int fs_sem_wait(fs_sem *s, fs_waiter *w, fs_time deadline, fs_time wake_by)
         sem_unlock(s);
         int kind = 0;
         if (spin > 0)
-            kind = head ? spin_for_event(&w->wakeup, spin_until)
-                        : yield_for_event(&w->wakeup, spin_until);
+            kind = spin_for_event(&w->wakeup, spin_until, !head);
         w->spun = kind != 0;
         if (kind == 0)
             kind = event_wait(&w->wakeup, until);
