@@ -90,8 +90,9 @@
  * there are enough, queued waiters or not. release does not hand off; it
  * leaves the permits free and wakes the head waiter if its request fits.
  * A woken waiter takes permits if they are still there (and wakes the next
- * if more are left), else waits again in the same place. That trades order for throughput: the releasing thread can
- * often re-acquire without a context switch.
+ * if more are left), else waits again in the same place. That trades order
+ * for throughput: the releasing thread can often re-acquire without a
+ * context switch.
  *
  * Leaving early. A waiter whose deadline passes takes itself out of the queue,
  * unless it was granted first, in which case it keeps the grant and reports
