@@ -12,7 +12,10 @@ QueuePool and a pool made of a queue.Queue.
   with nothing in between, for a fixed time: checkouts per second, and the
   p50 / p99 / max wait of a checkout. Goal: fastsem's max wait <= 1/10 of
   QueuePool's. The Java way of guarding a pool (java_peer.py: Semaphore(4,
-  true), tryAcquire(maxWait)) runs the same loop when a JDK 11+ is on PATH.
+  true), tryAcquire(maxWait)) runs the same loop when a JDK 11+ is on PATH,
+  and so does the C core alone (core_contended.c: pthreads, no Python): the
+  floor of a strictly FIFO semaphore on the machine, where a granted thread
+  that the scheduler does not run holds up everyone queued behind it.
 
 Every pool holds the same trivial resource (an object with no-op rollback()
 and close(), which QueuePool calls). QueuePool runs with
@@ -25,10 +28,15 @@ printed at the end of the run; the ratios against the goals are in the
 
 from __future__ import annotations
 
+import json
+import os
 import queue
+import shutil
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import java_peer
@@ -36,6 +44,7 @@ import pytest
 from conftest import FIGURES, Sizes
 
 import fastsem
+from fastsem import _compare
 
 pytest.importorskip("pytest_benchmark")
 
@@ -122,6 +131,8 @@ FASTSEM = "fastsem.ResourcePool"
 QUEUE = "queue.Queue pool"
 QUEUEPOOL = "SQLAlchemy QueuePool"
 JAVA = "Java Semaphore(4, true) + deque"
+CORE_FLOOR = "floor: fastsem's C core alone, pthreads"
+ROOT = Path(__file__).resolve().parent.parent
 KINDS = [
     Kind(FASTSEM, lambda: _fastsem(True)),
     Kind("fastsem.ResourcePool (fair=False)", lambda: _fastsem(False)),
@@ -266,6 +277,42 @@ def test_pool_contended_java(benchmark: Any, sizes: Sizes) -> None:
     _record(benchmark, f"{JAVA}, JDK {java['java']}", **figures)
 
 
+@pytest.mark.benchmark(group=f"pool contended: {THREADS} threads, pool of {POOL_SIZE}")
+def test_pool_contended_core_floor(benchmark: Any, sizes: Sizes, tmp_path: Path) -> None:
+    """The floor under every fair row: the C core alone (core_contended.c),
+    THREADS pthreads on a fair semaphore of POOL_SIZE, no Python, no GIL."""
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None or not (ROOT / "csrc" / "fastsem_core.c").exists():
+        pytest.skip("needs a C compiler and the source tree")
+    exe = tmp_path / "core_contended"
+    subprocess.run(
+        [compiler, "-O2", "-std=c11", "-pthread", f"-I{ROOT / 'csrc'}",
+         str(ROOT / "bench" / "core_contended.c"), str(ROOT / "csrc" / "fastsem_core.c"),
+         "-o", str(exe)],
+        check=True,
+    )  # fmt: skip
+    seconds = sizes.contended_seconds * (1 if sizes.quick else 2)
+    argv = [str(exe), str(THREADS), str(POOL_SIZE), str(seconds), str(sizes.contended_warmup)]
+    done = benchmark.pedantic(
+        subprocess.run,
+        args=(argv,),
+        kwargs={"capture_output": True, "text": True, "check": True},
+        rounds=1,
+        iterations=1,
+    )
+    raw = json.loads(done.stdout)
+    counts = raw["counts"]
+    figures = {
+        "ops_per_s": raw["ops_per_s"],
+        "p50_wait_ms": raw["p50_wait_ns"] / 1e6,
+        "p99_wait_ms": raw["p99_wait_ns"] / 1e6,
+        "max_wait_ms": raw["max_wait_ns"] / 1e6,
+        "jain": _compare.jain_index(counts),
+    }
+    CONTENDED[CORE_FLOOR] = figures
+    _record(benchmark, CORE_FLOOR, **figures)
+
+
 @pytest.mark.benchmark(group="pool goals")
 def test_pool_goals(benchmark: Any) -> None:
     """The issue's goals, as ratios of the figures above (run after them)."""
@@ -296,5 +343,9 @@ def test_pool_goals(benchmark: Any) -> None:
             figures[f"{figure}_ours_over_java"] = (
                 CONTENDED[FASTSEM][figure] / java[figure] if java[figure] else float("nan")
             )
+    if CORE_FLOOR in CONTENDED and QUEUEPOOL in CONTENDED:
+        figures["core_floor_max_wait_over_queuepool"] = (
+            CONTENDED[CORE_FLOOR]["max_wait_ms"] / CONTENDED[QUEUEPOOL]["max_wait_ms"]
+        )
     _record(benchmark, "ratios", **figures)
     print("\npool goals:", figures)
