@@ -103,6 +103,8 @@ typedef struct fs_waiter {
     int relayed;                   /* in the owner's relay (links: prev, next) */
     int woken;                     /* non-fair: woken to compete, has not yet
                                       looked (no second wake meanwhile) */
+    int starving;                  /* non-fair: lost a competition after
+                                      FS_STARVE_NS in the queue */
     int spun;                      /* out: its wake-up came while it spun */
     int relay_owed;                /* out: see fs_sem_defer_relay */
 } fs_waiter;
@@ -148,6 +150,8 @@ typedef struct fs_state {
     _Atomic fs_count max_value;  /* the bound of a bounded semaphore, else -1 */
     int fair;                    /* 1: FIFO with direct handoff; 0: barging allowed */
     int relay_by_caller;         /* fs_sem_defer_relay was called */
+    _Atomic int handoff;         /* non-fair: the head is starving, so permits
+                                    go to it and nobody barges */
     int compete_by_caller;       /* fs_sem_defer_compete was called */
     fs_time spin_ns;             /* fs_sem_set_spin: the head's budget */
     fs_time yield_spin_ns;       /* fs_sem_set_spin: the next ones' budget */
@@ -231,6 +235,10 @@ void fs_sem_defer_compete(fs_sem *s);
 #define FS_YIELD_SPIN_NS 50000
 #define FS_YIELD_SPINNERS 2
 void fs_sem_set_spin(fs_sem *s, fs_time head_ns, fs_time next_ns);
+
+/* Non-fair mode: a head that loses a competition after this long in the
+ * queue gets the next permits handed over (fastsem_core.c, "Non-fair"). */
+#define FS_STARVE_NS 1000000
 
 /* Adds n permits and hands them to the oldest waiters. FS_OK, FS_EINVAL
  * (n < 1), FS_OVER_BOUND or FS_OVERFLOW (nothing changed on failure). */

@@ -953,6 +953,48 @@ static void test_compete_chain(void)
     fs_sem_destroy(&s);
 }
 
+/* starve (non-fair): a waiter that loses a competition after FS_STARVE_NS in
+ * the queue gets the next permits handed over, and nobody barges past it. */
+
+static void test_starve(void)
+{
+    fs_sem s;
+    fs_waiter w, other;
+    CHECK_EQ(fs_sem_init(&s, 0, -1, 0), FS_OK);
+    fs_sem_defer_compete(&s);
+    CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 2), FS_QUEUED);
+    for (int round = 0; round < 2; round++) {
+        /* Woken to compete (the release signals it), it loses to a barger:
+         * starving only if it had queued FS_STARVE_NS before. */
+        if (round == 1)
+            nap_us(FS_STARVE_NS / 1000 + 1000);
+        CHECK_EQ(fs_sem_release(&s, 2), FS_OK);
+        CHECK_EQ(fs_sem_try_acquire(&s, 2), FS_OK);
+        fs_time looked = fs_now();
+        CHECK_EQ(fs_sem_wait(&s, &w, FS_FOREVER, fs_now() + 1000000), FS_PAUSED);
+        if (round == 1)
+            CHECK_EQ(w.starving, 1);
+        else if (looked - w.queued_at < FS_STARVE_NS) /* else too slow to tell */
+            CHECK_EQ(w.starving, 0);
+    }
+    /* Too few for it: they stay free, and nobody else may take them. */
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+    CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_WOULD_BLOCK);
+    CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &other, 1), FS_QUEUED);
+    /* Enough: handed over (the wait returns FS_OK, not FS_PAUSED). */
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+    CHECK_EQ(fs_sem_value(&s), 0);
+    CHECK_EQ(fs_sem_wait(&s, &w, FS_FOREVER, FS_FOREVER), FS_OK);
+    /* Back to barging once the starving head is served. */
+    CHECK_EQ(fs_sem_release(&s, 2), FS_OK);
+    CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_OK);
+    CHECK_EQ(fs_sem_cancel(&s, &other), 0);
+    CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_OK);
+    CHECK_EQ(fs_sem_value(&s), 0);
+    CHECK_EQ(fs_sem_waiting(&s), 0);
+    fs_sem_destroy(&s);
+}
+
 /* ------------------------------------------------------------------------ */
 /* pause: FS_PAUSED keeps the node's place; cancel removes it.              */
 
@@ -1798,6 +1840,7 @@ static const struct {
     {"pause", test_pause},
     {"compete", test_compete},
     {"compete_chain", test_compete_chain},
+    {"starve", test_starve},
     {"relay", test_relay},
     {"spin", test_spin},
     {"cancel_race", test_cancel_race},
