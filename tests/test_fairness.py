@@ -5,6 +5,7 @@ tell fair from unfair."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from conftest import Waiter, queue_waiters, threading_impl, wait_until
@@ -137,6 +138,26 @@ def test_non_fair_acquire_takes_free_permits_past_a_waiter(impl):
     sem.release(2)
     head.join()
     assert head.result is True and sem.value == 0
+
+
+def test_non_fair_starvation_is_bounded(impl):
+    # A waiter woken to compete that loses after waiting over a millisecond
+    # gets the next permit: the releasing thread can no longer take it back.
+    sem = impl.Semaphore(0, fair=False)
+    (waiter,) = queue_waiters(sem, [1])
+    time.sleep(0.005)
+    for _ in range(500):
+        sem.release()
+        if not sem.acquire(blocking=False):  # handed to the waiter
+            break
+        time.sleep(0.01)  # the waiter wakes, competes and loses
+    else:
+        pytest.fail("the releasing thread took the permit back every time")
+    waiter.join()
+    assert waiter.result is True
+    assert sem.value == 0 and sem.waiting == 0
+    sem.release()
+    assert sem.acquire(blocking=False) is True  # barging again
 
 
 def test_bounded_release_hands_off_within_the_bound(impl):

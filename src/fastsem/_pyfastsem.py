@@ -42,6 +42,9 @@ from fastsem._common import (
 
 _TIMEOUT_MAX = threading.TIMEOUT_MAX
 _LONG_LONG_MAX = 2**63 - 1  # what the C binding's argument conversion takes
+# Non-fair mode: a head that loses a competition after this long in the queue
+# gets the next permits handed over (FS_STARVE_NS in the C core).
+_STARVE_NS = 1_000_000
 # Waiter states, as in the C core.
 _WAITING, _GRANTED, _CLOSED, _REJECTED, _DONE = range(5)
 
@@ -94,7 +97,16 @@ def _deadline(timeout: object) -> float:
 class _Waiter:
     """One blocked acquire: what it wants and its own wake-up lock."""
 
-    __slots__ = ("fork_generation", "queued_at", "signalled", "state", "waited", "wakeup", "want")
+    __slots__ = (
+        "fork_generation",
+        "queued_at",
+        "signalled",
+        "starving",
+        "state",
+        "waited",
+        "wakeup",
+        "want",
+    )
 
     def __init__(self, want: int) -> None:
         self.want = want
@@ -102,6 +114,7 @@ class _Waiter:
         self.wakeup = _allocate_lock()
         self.wakeup.acquire()  # held until a release signals this waiter
         self.signalled = False
+        self.starving = False  # non-fair: lost a competition after _STARVE_NS
         self.fork_generation = _fork_generation
         self.queued_at = _monotonic_ns()
         self.waited = 0  # queued_at to the grant, once granted
@@ -192,7 +205,9 @@ class Semaphore:
     # -- the grant policy and the statistics (the caller holds the mutex) --
 
     def _can_take_now(self, n: int) -> bool:
-        return self._count >= n and (not self._fair or not self._queue)
+        # Non-fair: a starving head blocks barging as a queue does in fair mode.
+        queue = self._queue
+        return self._count >= n and (not queue or not (self._fair or queue[0].starving))
 
     def _dispatch(self) -> None:
         """Serves the queue after the count grew or a waiter left."""
@@ -202,12 +217,18 @@ class Semaphore:
                 waiter = queue.popleft()
                 self._grant(waiter)
                 waiter.signal()
-        elif queue and queue[0].want <= self._count:
-            # One competitor at a time, as the C core: the head (a no-op if it
-            # is already woken); each that takes its permits, or leaves,
-            # dispatches again. Signalling every waiter that fit made
-            # release(5000) quadratic: 1.3 s.
-            queue[0].signal()
+        else:
+            # A starving head is handed its permits, as in fair mode.
+            while queue and queue[0].starving and queue[0].want <= self._count:
+                waiter = queue.popleft()
+                self._grant(waiter)
+                waiter.signal()
+            if queue and not queue[0].starving and queue[0].want <= self._count:
+                # One competitor at a time, as the C core: the head (a no-op
+                # if it is already woken); each that takes its permits, or
+                # leaves, dispatches again. Signalling every waiter that fit
+                # made release(5000) quadratic: 1.3 s.
+                queue[0].signal()
 
     def _put(self, n: int) -> None:
         """Gives n permits back: a lowered bound's debt first, and never more
@@ -318,13 +339,16 @@ class Semaphore:
                             waiter.__init__(waiter.want)  # type: ignore[misc]
                             self._queue.append(waiter)
                             continue
+                    competed = waiter.signalled
                     if waiter.signalled:
                         if not woken:  # signalled after the wait gave up
                             waiter.wakeup.acquire()
                         waiter.signalled = False
                     if waiter.state != _WAITING:
                         return self._finish(waiter)
-                    if not self._fair and waiter.want <= self._count:
+                    head = self._queue[0] is waiter
+                    may_compete = head or not self._queue[0].starving
+                    if not self._fair and may_compete and waiter.want <= self._count:
                         # Non-fair: a woken waiter competes for free permits.
                         self._queue.remove(waiter)
                         self._grant(waiter)
@@ -336,6 +360,10 @@ class Semaphore:
                         self._statistics_list()[1] += 1
                         self._dispatch()  # whoever it held back may go now
                         return False
+                    if not self._fair and competed and head:
+                        # Lost after waiting long: the next permits are its.
+                        waited = _monotonic_ns() - waiter.queued_at
+                        waiter.starving = waiter.starving or waited >= _STARVE_NS
         except BaseException:
             self._cancel(waiter)
             raise
