@@ -160,10 +160,10 @@ class ResourcePool(Generic[T]):
     At most max_size resources exist at once: idle, in use, and being made
     together. Callers waiting for a resource are served in the order they
     called acquire() (fair=False lets an arriving caller take a free place
-    ahead of them: about twice the checkouts per second when the pool is
-    saturated, but a waiter may then be passed over for seconds). An idle
-    resource is reused, the most recently returned first; factory() is
-    called only when none is idle and the cap allows.
+    ahead of them: several times the checkouts per second when the pool is
+    saturated, with longer worst-case waits). An idle resource is reused,
+    the most recently returned first; factory() is called only when none
+    is idle and the cap allows.
 
     factory() makes a resource. close(res), when given, closes one the pool
     throws away (a resource is otherwise just dropped). check(res), when

@@ -136,7 +136,8 @@ class Semaphore:
     called acquire(), a release hands them straight to the oldest waiter, and
     no thread takes a permit while an earlier one is still waiting. With
     fair=False an arriving acquire() may take free permits ahead of waiting
-    threads (barging), which gives more throughput under contention.
+    threads (barging), which gives more throughput under contention; a
+    waiter passed over after waiting a millisecond gets the next permits.
 
     value is the initial count and defaults to 1; a negative value raises
     ValueError. With track_holders=True the semaphore records which thread
