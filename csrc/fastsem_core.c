@@ -1208,8 +1208,10 @@ fs_count fs_sem_drain(fs_sem *s)
     }
     fs_count taken = 0;
     sem_lock(s);
-    // Fair: free permits are the head's until it can go; non-fair: anyone's.
-    if (!st->fair || st->queue.head == NULL)
+    // Fair, or a starving head (non-fair): free permits are the head's until
+    // it can go; otherwise anyone's.
+    int heads_own = st->fair || atomic_load_explicit(&st->handoff, memory_order_relaxed);
+    if (!heads_own || st->queue.head == NULL)
         taken = word_take_up_to(st, FS_COUNT_MAX);
     sem_unlock(s);
     return taken;

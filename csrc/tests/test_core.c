@@ -980,6 +980,7 @@ static void test_starve(void)
     /* Too few for it: they stay free, and nobody else may take them. */
     CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
     CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_WOULD_BLOCK);
+    CHECK_EQ(fs_sem_drain(&s), 0);
     CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &other, 1), FS_QUEUED);
     /* Enough: handed over (the wait returns FS_OK, not FS_PAUSED). */
     CHECK_EQ(fs_sem_release(&s, 1), FS_OK);

@@ -360,7 +360,8 @@ cdef class Semaphore:
     def drain(self):
         """Take all free permits now and return how many. Permits owed to a
         queued waiter are never taken: in fair mode, while anyone is queued,
-        none are free for the taking (the free ones are the head waiter's).
+        none are free for the taking (the free ones are the head waiter's);
+        likewise in non-fair mode while a starving waiter heads the queue.
         """
         cdef fs_count taken = fs_sem_drain(&self._sem)
         if taken and self._tracker is not None:

@@ -448,10 +448,11 @@ class Semaphore:
     def drain(self) -> int:
         """Take all free permits now and return how many. Permits owed to a
         queued waiter are never taken: in fair mode, while anyone is queued,
-        none are free for the taking (the free ones are the head waiter's).
+        none are free for the taking (the free ones are the head waiter's);
+        likewise in non-fair mode while a starving waiter heads the queue.
         """
         with self._lock():
-            if self._fair and self._queue:
+            if self._queue and (self._fair or self._queue[0].starving):
                 return 0
             taken, self._count = self._count, 0
         if taken and self._tracker is not None:
