@@ -155,6 +155,7 @@ typedef struct fs_state {
     int compete_by_caller;       /* fs_sem_defer_compete was called */
     fs_time spin_ns;             /* fs_sem_set_spin: the head's budget */
     fs_time yield_spin_ns;       /* fs_sem_set_spin: the next ones' budget */
+    fs_time starve_ns;           /* fs_sem_set_starve */
     /* The rest is guarded by the owner's mutex. */
     fs_count debt;               /* permits a lowered bound still takes from releases */
     fs_queue queue;
@@ -236,9 +237,11 @@ void fs_sem_defer_compete(fs_sem *s);
 #define FS_YIELD_SPINNERS 2
 void fs_sem_set_spin(fs_sem *s, fs_time head_ns, fs_time next_ns);
 
-/* Non-fair mode: a head that loses a competition after this long in the
- * queue gets the next permits handed over (fastsem_core.c, "Non-fair"). */
+/* Non-fair mode: a head that loses a competition after ns in the queue
+ * (default FS_STARVE_NS) gets the next permits handed over, and nobody
+ * barges past it meanwhile (fastsem_core.c, "Non-fair"). */
 #define FS_STARVE_NS 1000000
+void fs_sem_set_starve(fs_sem *s, fs_time ns);
 
 /* Adds n permits and hands them to the oldest waiters. FS_OK, FS_EINVAL
  * (n < 1), FS_OVER_BOUND or FS_OVERFLOW (nothing changed on failure). */

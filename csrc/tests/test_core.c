@@ -1627,6 +1627,8 @@ static void test_stress(void)
         CHECK_EQ(fs_sem_init(&c.s, c.V, bounded ? c.V : -1, fair), FS_OK);
         if (!spin) // every waiter sleeps at once, as on a single CPU
             fs_sem_set_spin(&c.s, 0, 0);
+        if (!fair && bounded) // starving heads and handoffs all the time
+            fs_sem_set_starve(&c.s, 20000);
         c.compete = spin && !fair;
         if (c.compete) // competes in its own time, as the binding does
             fs_sem_defer_compete(&c.s);
