@@ -21,8 +21,11 @@ whole suite only proves it runs: a smoke test for CI, no meaningful figure.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from dataclasses import dataclass
 from operator import attrgetter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +33,25 @@ import pytest
 from fastsem import _compare
 
 contenders = _compare.contenders()
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def build_core_program(tmp_path: Path, source: str, name: str, *flags: str) -> Path:
+    """Compiles bench/<source> with the C core into tmp_path/<name>, by the
+    system C compiler ($CC, cc or gcc); skips the benchmark without one or
+    without the source tree."""
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None or not (ROOT / "csrc" / "fastsem_core.c").exists():
+        pytest.skip("needs a C compiler and the source tree")
+    exe = tmp_path / name
+    subprocess.run(
+        [compiler, "-O2", "-std=c11", "-pthread", *flags, f"-I{ROOT / 'csrc'}",
+         str(ROOT / "bench" / source), str(ROOT / "csrc" / "fastsem_core.c"),
+         "-o", str(exe)],
+        check=True,
+    )  # fmt: skip
+    return exe
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,7 @@ printed at the end of the run; the ratios against the goals are in the
 from __future__ import annotations
 
 import json
-import os
 import queue
-import shutil
 import subprocess
 import threading
 import time
@@ -41,7 +39,7 @@ from typing import Any, Callable
 
 import java_peer
 import pytest
-from conftest import FIGURES, Sizes
+from conftest import FIGURES, Sizes, build_core_program
 
 import fastsem
 from fastsem import _compare
@@ -132,7 +130,6 @@ QUEUE = "queue.Queue pool"
 QUEUEPOOL = "SQLAlchemy QueuePool"
 JAVA = "Java Semaphore(4, true) + deque"
 CORE_FLOOR = "floor: fastsem's C core alone, pthreads"
-ROOT = Path(__file__).resolve().parent.parent
 KINDS = [
     Kind(FASTSEM, lambda: _fastsem(True)),
     Kind("fastsem.ResourcePool (fair=False)", lambda: _fastsem(False)),
@@ -281,16 +278,7 @@ def test_pool_contended_java(benchmark: Any, sizes: Sizes) -> None:
 def test_pool_contended_core_floor(benchmark: Any, sizes: Sizes, tmp_path: Path) -> None:
     """The floor under every fair row: the C core alone (core_contended.c),
     THREADS pthreads on a fair semaphore of POOL_SIZE, no Python, no GIL."""
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None or not (ROOT / "csrc" / "fastsem_core.c").exists():
-        pytest.skip("needs a C compiler and the source tree")
-    exe = tmp_path / "core_contended"
-    subprocess.run(
-        [compiler, "-O2", "-std=c11", "-pthread", f"-I{ROOT / 'csrc'}",
-         str(ROOT / "bench" / "core_contended.c"), str(ROOT / "csrc" / "fastsem_core.c"),
-         "-o", str(exe)],
-        check=True,
-    )  # fmt: skip
+    exe = build_core_program(tmp_path, "core_contended.c", "core_contended")
     seconds = sizes.contended_seconds * (1 if sizes.quick else 2)
     argv = [str(exe), str(THREADS), str(POOL_SIZE), str(seconds), str(sizes.contended_warmup)]
     done = benchmark.pedantic(

@@ -13,33 +13,18 @@ Python-level uncontended acquire()+release() pair measured in the same run.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import timeit
 from pathlib import Path
 
 import pytest
+from conftest import build_core_program
 
 import fastsem
 
-ROOT = Path(__file__).resolve().parent.parent
 QUICK = bool(os.environ.get("FASTSEM_BENCH_QUICK"))
 PAIRS = 200_000 if QUICK else 20_000_000
-
-
-def build(tmp_path: Path, name: str, *flags: str) -> Path:
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        pytest.skip("no C compiler")
-    exe = tmp_path / name
-    subprocess.run(
-        [compiler, "-O2", "-std=c11", "-pthread", *flags, f"-I{ROOT / 'csrc'}",
-         str(ROOT / "bench" / "core_pair.c"), str(ROOT / "csrc" / "fastsem_core.c"),
-         "-o", str(exe)],
-        check=True,
-    )  # fmt: skip
-    return exe
 
 
 def ns_per_pair(exe: Path) -> float:
@@ -49,10 +34,10 @@ def ns_per_pair(exe: Path) -> float:
 
 @pytest.mark.benchmark(group="statistics overhead")
 def test_counting_cost_on_the_uncontended_path(benchmark, tmp_path):
-    if not (ROOT / "csrc" / "fastsem_core.c").exists():
-        pytest.skip("needs the source tree")
-    counting = build(tmp_path, "counting")
-    not_counting = build(tmp_path, "not_counting", "-DFS_COUNT_UNCONTENDED=0")
+    counting = build_core_program(tmp_path, "core_pair.c", "counting")
+    not_counting = build_core_program(
+        tmp_path, "core_pair.c", "not_counting", "-DFS_COUNT_UNCONTENDED=0"
+    )
     sem = fastsem.Semaphore()
     number = 20_000 if QUICK else 2_000_000
     python_pair_ns = min(

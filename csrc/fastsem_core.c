@@ -726,6 +726,21 @@ static void state_put_locked(fs_state *st, fs_count n)
         atomic_fetch_add_explicit(&st->word, (uint64_t)n, memory_order_acq_rel);
 }
 
+/* Whether free permits belong to the queue's head, so that nobody else takes
+ * them while it waits: always in fair mode; in non-fair mode while the head
+ * is starving (the handoff flag, which the lock-free path reads). */
+static inline int head_owns_free_permits(fs_state *st)
+{
+    return st->fair || atomic_load_explicit(&st->handoff, memory_order_relaxed);
+}
+
+/* Non-fair: the handoff flag follows the head's starving mark. */
+static void handoff_follow_head(fs_state *st)
+{
+    fs_waiter *head = st->queue.head;
+    atomic_store_explicit(&st->handoff, head != NULL && head->starving, memory_order_relaxed);
+}
+
 /* Serves the queue after the count grew or a waiter left, then clears SLOW
  * if nothing needs it any more. */
 static void state_dispatch(fs_state *st)
@@ -749,7 +764,7 @@ static void state_dispatch(fs_state *st)
     if (granted)
         relay_wake_next(st);
     if (!st->fair) {
-        atomic_store_explicit(&st->handoff, w != NULL && w->starving, memory_order_relaxed);
+        handoff_follow_head(st);
         /* One competitor at a time: the head is woken if its request fits,
          * unless it already is (it will look at the count before it sleeps
          * again; waking it again per release cost the releaser a system call
@@ -775,8 +790,7 @@ static int state_take_or_mark_waiting(fs_state *st, fs_count n)
     uint64_t w = atomic_load_explicit(&st->word, memory_order_relaxed);
     for (;;) {
         int queued = st->queue.head != NULL;
-        int honour_queue = st->fair || atomic_load_explicit(&st->handoff, memory_order_relaxed);
-        if (COUNT(w) >= n && !(honour_queue && queued)) {
+        if (COUNT(w) >= n && !(queued && head_owns_free_permits(st))) {
             if (atomic_compare_exchange_weak_explicit(&st->word, &w, w - (uint64_t)n,
                                                       memory_order_acquire,
                                                       memory_order_relaxed))
@@ -847,9 +861,7 @@ static int check_request(fs_state *st, fs_count n)
 /* The uncontended acquire: lock-free, and counted. */
 static inline int fast_take(fs_state *st, fs_count n)
 {
-    // Non-fair: a starving head (handoff) blocks barging as a queue does in fair mode.
-    int honour_queue = st->fair || atomic_load_explicit(&st->handoff, memory_order_relaxed);
-    if (!word_try_take(st, n, honour_queue))
+    if (!word_try_take(st, n, head_owns_free_permits(st)))
         return 0;
     count_uncontended(st);
     return 1;
@@ -1038,9 +1050,8 @@ int fs_sem_wait(fs_sem *s, fs_waiter *w, fs_time deadline, fs_time wake_by)
             rc = waiter_outcome(w->state);
             break;
         }
-        int may_compete = st->queue.head == w || !atomic_load_explicit(&st->handoff,
-                                                                       memory_order_relaxed);
-        if (!st->fair && may_compete && word_try_take(st, w->want, 0)) {
+        if (!st->fair && (st->queue.head == w || !head_owns_free_permits(st)) &&
+            word_try_take(st, w->want, 0)) {
             // Non-fair: a woken waiter competes for free permits.
             queue_remove(&st->queue, w);
             stats_contended(st, w);
@@ -1069,7 +1080,7 @@ int fs_sem_wait(fs_sem *s, fs_waiter *w, fs_time deadline, fs_time wake_by)
         }
         if (w->woken && !st->fair && st->queue.head == w && now - w->queued_at >= st->starve_ns) {
             w->starving = 1;
-            atomic_store_explicit(&st->handoff, 1, memory_order_relaxed);
+            handoff_follow_head(st);
         }
         w->woken = 0; // it has looked: the next release wakes it again
         event_reset(&w->wakeup);
@@ -1210,10 +1221,7 @@ fs_count fs_sem_drain(fs_sem *s)
     }
     fs_count taken = 0;
     sem_lock(s);
-    // Fair, or a starving head (non-fair): free permits are the head's until
-    // it can go; otherwise anyone's.
-    int heads_own = st->fair || atomic_load_explicit(&st->handoff, memory_order_relaxed);
-    if (!heads_own || st->queue.head == NULL)
+    if (st->queue.head == NULL || !head_owns_free_permits(st))
         taken = word_take_up_to(st, FS_COUNT_MAX);
     sem_unlock(s);
     return taken;

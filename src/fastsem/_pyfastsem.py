@@ -205,31 +205,31 @@ class Semaphore:
 
     # -- the grant policy and the statistics (the caller holds the mutex) --
 
-    def _can_take_now(self, n: int) -> bool:
-        # Non-fair: a starving head blocks barging as a queue does in fair mode.
+    def _head_owns_free_permits(self) -> bool:
+        """Whether free permits belong to the queue's head, so that nobody
+        else takes them while it waits: in fair mode, and in non-fair mode
+        while the head is starving."""
         queue = self._queue
-        return self._count >= n and (not queue or not (self._fair or queue[0].starving))
+        return bool(queue) and (self._fair or queue[0].starving)
+
+    def _can_take_now(self, n: int) -> bool:
+        return self._count >= n and not self._head_owns_free_permits()
 
     def _dispatch(self) -> None:
         """Serves the queue after the count grew or a waiter left."""
         queue = self._queue
-        if self._fair:
-            while queue and queue[0].want <= self._count:
-                waiter = queue.popleft()
-                self._grant(waiter)
-                waiter.signal()
-        else:
-            # A starving head is handed its permits, as in fair mode.
-            while queue and queue[0].starving and queue[0].want <= self._count:
-                waiter = queue.popleft()
-                self._grant(waiter)
-                waiter.signal()
-            if queue and not queue[0].starving and queue[0].want <= self._count:
-                # One competitor at a time, as the C core: the head (a no-op
-                # if it is already woken); each that takes its permits, or
-                # leaves, dispatches again. Signalling every waiter that fit
-                # made release(5000) quadratic: 1.3 s.
-                queue[0].signal()
+        # Fair mode hands the permits over to the head; non-fair mode only to
+        # a starving head.
+        while self._head_owns_free_permits() and queue[0].want <= self._count:
+            waiter = queue.popleft()
+            self._grant(waiter)
+            waiter.signal()
+        if queue and not self._head_owns_free_permits() and queue[0].want <= self._count:
+            # Non-fair: one competitor at a time, as the C core: the head (a
+            # no-op if it is already woken); each that takes its permits, or
+            # leaves, dispatches again. Signalling every waiter that fit made
+            # release(5000) quadratic: 1.3 s.
+            queue[0].signal()
 
     def _put(self, n: int) -> None:
         """Gives n permits back: a lowered bound's debt first, and never more
@@ -348,8 +348,11 @@ class Semaphore:
                     if waiter.state != _WAITING:
                         return self._finish(waiter)
                     head = self._queue[0] is waiter
-                    may_compete = head or not self._queue[0].starving
-                    if not self._fair and may_compete and waiter.want <= self._count:
+                    if (
+                        not self._fair
+                        and (head or not self._head_owns_free_permits())
+                        and waiter.want <= self._count
+                    ):
                         # Non-fair: a woken waiter competes for free permits.
                         self._queue.remove(waiter)
                         self._grant(waiter)
@@ -452,7 +455,7 @@ class Semaphore:
         likewise in non-fair mode while a starving waiter heads the queue.
         """
         with self._lock():
-            if self._queue and (self._fair or self._queue[0].starving):
+            if self._head_owns_free_permits():
                 return 0
             taken, self._count = self._count, 0
         if taken and self._tracker is not None:
