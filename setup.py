@@ -9,10 +9,12 @@ from setuptools import Extension, setup
 
 CORE_SOURCES = ["csrc/fastsem_core.c"]
 CORE_HEADERS = ["csrc/fastsem_core.h"]
+NOT_SET = ("", "0", "false", "no", "off")
 
 
 def extensions():
-    if os.environ.get("FASTSEM_NO_EXTENSIONS"):
+    # The same rule as fastsem._impl.no_extensions_requested (run time).
+    if os.environ.get("FASTSEM_NO_EXTENSIONS", "").strip().lower() not in NOT_SET:
         return []
     from Cython.Build import cythonize
 

@@ -8,7 +8,6 @@ broken build is a failure, never a silent skip.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from types import SimpleNamespace
@@ -17,8 +16,9 @@ from typing import Callable
 import pytest
 
 import fastsem._pyfastsem as python_impl
+from fastsem._impl import NO_EXTENSIONS
 
-if os.environ.get("FASTSEM_NO_EXTENSIONS"):
+if NO_EXTENSIONS:
     c_impl = None
 else:
     import fastsem._cfastsem as c_impl

@@ -15,6 +15,8 @@ import weakref
 import pytest
 from conftest import Waiter, wait_until
 
+from fastsem._impl import NO_EXTENSIONS
+
 # ---------------------------------------------------------------------------
 # Shared semantics: fastsem (C and Python) and threading behave the same.
 
@@ -341,12 +343,20 @@ def test_uninitialised_subclass_is_safe(impl):
 
 
 @pytest.mark.parametrize(
-    ("env", "expected"), [({}, "c"), ({"FASTSEM_NO_EXTENSIONS": "1"}, "python")]
+    ("env", "expected"),
+    [
+        ({}, "c"),
+        ({"FASTSEM_NO_EXTENSIONS": "1"}, "python"),
+        ({"FASTSEM_NO_EXTENSIONS": "yes"}, "python"),
+        ({"FASTSEM_NO_EXTENSIONS": "0"}, "c"),
+        ({"FASTSEM_NO_EXTENSIONS": "false"}, "c"),
+        ({"FASTSEM_NO_EXTENSIONS": ""}, "c"),
+    ],
 )
 def test_implementation_choice(env, expected, monkeypatch):
     import os
 
-    if expected == "c" and os.environ.get("FASTSEM_NO_EXTENSIONS"):
+    if expected == "c" and NO_EXTENSIONS:
         pytest.skip("C implementation disabled")
     environment = {k: v for k, v in os.environ.items() if k != "FASTSEM_NO_EXTENSIONS"}
     environment.update(env)

@@ -9,7 +9,6 @@ test checks that the compiled classes carry the very same docstrings.
 from __future__ import annotations
 
 import inspect
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import fastsem._pyfastsem as python_impl
+from fastsem._impl import NO_EXTENSIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -66,7 +66,7 @@ def test_docs_build_strict(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["Semaphore", "BoundedSemaphore"])
 def test_compiled_docstrings_match_the_documented_ones(name: str) -> None:
-    if os.environ.get("FASTSEM_NO_EXTENSIONS"):
+    if NO_EXTENSIONS:
         pytest.skip("C implementation disabled by FASTSEM_NO_EXTENSIONS")
     import fastsem._cfastsem as c_impl
 

@@ -11,11 +11,13 @@ import sysconfig
 
 import pytest
 
+from fastsem._impl import NO_EXTENSIONS
+
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
 @pytest.mark.skipif(not FREE_THREADED, reason="not a free-threaded build")
-@pytest.mark.skipif(bool(os.environ.get("FASTSEM_NO_EXTENSIONS")), reason="C disabled")
+@pytest.mark.skipif(NO_EXTENSIONS, reason="C disabled")
 def test_gil_stays_disabled_after_import():
     env = {k: v for k, v in os.environ.items() if k != "PYTHON_GIL"}
     code = "import sys, fastsem; print(fastsem.IMPLEMENTATION, sys._is_gil_enabled())"

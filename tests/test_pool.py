@@ -1,7 +1,7 @@
 """fastsem.ResourcePool: every rule of issue 4, with real threads.
 
 Each test runs twice, on a pool built on the C and on the pure-Python
-BoundedSemaphore (the autouse fixture below swaps the class the pool uses).
+BoundedSemaphore (the autouse fixture below sets the class the pool uses).
 Lifetimes and leaks are tested on a fake clock (the pool's `monotonic`), so
 that no test depends on how fast the machine is; no test asserts a duration.
 """
@@ -36,7 +36,7 @@ SECONDS = float(os.environ.get("FASTSEM_STRESS_SECONDS", "1.0"))
 @pytest.fixture(autouse=True)
 def _semaphore_implementation(impl: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every pool of the test is built on `impl`'s BoundedSemaphore."""
-    monkeypatch.setattr(pool_module, "BoundedSemaphore", impl.BoundedSemaphore)
+    monkeypatch.setattr(ResourcePool, "_semaphore_type", impl.BoundedSemaphore)
 
 
 class FakeClock:

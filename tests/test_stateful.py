@@ -15,8 +15,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import fastsem._pyfastsem as python_impl
 from fastsem import SemaphoreClosed
+from fastsem._impl import NO_EXTENSIONS
 
-if os.environ.get("FASTSEM_NO_EXTENSIONS"):
+if NO_EXTENSIONS:
     pytest.skip("C implementation disabled", allow_module_level=True)
 import fastsem._cfastsem as c_impl
 

@@ -7,12 +7,19 @@ hands them straight to the oldest waiter; nobody barges in ahead of the queue
 
 IMPLEMENTATION is "c" when the compiled core is in use, "python" when the
 pure-Python version is (set FASTSEM_NO_EXTENSIONS=1 to choose it, or it is
-used when the extension cannot be imported).
+used when the extension cannot be imported); fastsem._impl decides.
 """
 
-import os as _os
-
 from ._common import Holder, SemaphoreClosed, SemaphoreStatistics
+from ._impl import IMPLEMENTATION, BoundedSemaphore, Semaphore
+from ._pool import (
+    PoolClosed,
+    PoolError,
+    PoolStats,
+    PoolTimeout,
+    PoolTooBusy,
+    ResourcePool,
+)
 
 __version__ = "0.1.0"
 __all__ = [
@@ -29,28 +36,3 @@ __all__ = [
     "SemaphoreClosed",
     "SemaphoreStatistics",
 ]
-
-IMPLEMENTATION: str
-if _os.environ.get("FASTSEM_NO_EXTENSIONS"):
-    from ._pyfastsem import BoundedSemaphore, Semaphore
-
-    IMPLEMENTATION = "python"
-else:
-    try:
-        from ._cfastsem import BoundedSemaphore, Semaphore
-
-        IMPLEMENTATION = "c"
-    except ImportError:
-        from ._pyfastsem import BoundedSemaphore, Semaphore
-
-        IMPLEMENTATION = "python"
-
-# The pool is built on the BoundedSemaphore chosen above, so it comes last.
-from ._pool import (  # noqa: E402
-    PoolClosed,
-    PoolError,
-    PoolStats,
-    PoolTimeout,
-    PoolTooBusy,
-    ResourcePool,
-)

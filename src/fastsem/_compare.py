@@ -204,15 +204,10 @@ def contenders() -> list[Contender]:
     the build imports (and FASTSEM_NO_EXTENSIONS is not set), the optional
     peers only if they import and work here."""
     from . import _pyfastsem
+    from ._impl import c_module as _cfastsem
 
     found: list[Contender] = []
-    try:
-        if os.environ.get("FASTSEM_NO_EXTENSIONS"):
-            raise ImportError("FASTSEM_NO_EXTENSIONS is set")
-        from . import _cfastsem
-    except ImportError:
-        pass
-    else:
+    if _cfastsem is not None:
         found += [
             Contender(
                 FASTSEM,

@@ -39,10 +39,10 @@ import traceback
 from collections import deque
 from time import monotonic
 from types import TracebackType
-from typing import Any, Callable, Generic, TypedDict, TypeVar
+from typing import Any, Callable, ClassVar, Generic, TypedDict, TypeVar
 
-from fastsem import BoundedSemaphore
-from fastsem._common import SemaphoreClosed
+from ._common import SemaphoreClosed
+from ._impl import BoundedSemaphore
 
 __all__ = [
     "PoolClosed",
@@ -191,6 +191,10 @@ class ResourcePool(Generic[T]):
     The pool is a context manager: leaving the block calls close().
     """
 
+    # What counts the places: the implementation fastsem._impl chose (the
+    # tests build pools on each implementation by setting this).
+    _semaphore_type: ClassVar[type[BoundedSemaphore]] = BoundedSemaphore
+
     def __init__(
         self,
         factory: Callable[[], T],
@@ -239,7 +243,7 @@ class ResourcePool(Generic[T]):
         self._plain_checkout = plain and check is None
         self._plain_return = plain and reset is None
 
-        self._sem = BoundedSemaphore(max_size, fair=fair)
+        self._sem = self._semaphore_type(max_size, fair=fair)
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._idle: deque[_Slot[T]] = deque()
