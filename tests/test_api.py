@@ -330,16 +330,111 @@ def test_subclass_with_its_own_init(impl):
         assert lim.value == 1
 
 
-def test_uninitialised_subclass_is_safe(impl):
-    class Forgetful(impl.Semaphore):
+UNINITIALISED_CALLS = {
+    "acquire": lambda s: s.acquire(),
+    "acquire(False)": lambda s: s.acquire(False),
+    "acquire(timeout)": lambda s: s.acquire(timeout=0.01),
+    "acquire(n=0)": lambda s: s.acquire(n=0),
+    "release": lambda s: s.release(),
+    "release(0)": lambda s: s.release(0),
+    "with": lambda s: s.__enter__(),
+    "exit": lambda s: s.__exit__(None, None, None),
+    "hold": lambda s: s.hold().__enter__(),
+    "value": lambda s: s.value,
+    "waiting": lambda s: s.waiting,
+    "fair": lambda s: s.fair,
+    "closed": lambda s: s.closed,
+    "close": lambda s: s.close(),
+    "drain": lambda s: s.drain(),
+    "statistics": lambda s: s.statistics(),
+    "reset_statistics": lambda s: s.reset_statistics(),
+    "holders": lambda s: s.holders(),
+    "resize": lambda s: s.resize(3),
+    "max_value": lambda s: s.max_value,
+}
+
+
+@pytest.mark.parametrize("cls_name", ["Semaphore", "BoundedSemaphore"])
+@pytest.mark.parametrize("call", list(UNINITIALISED_CALLS))
+def test_uninitialised_object_refuses_every_operation(impl, cls_name, call):
+    """A subclass that never calls super().__init__() (or __new__ alone)
+    gets one clear error from both implementations, on every operation; no
+    thread can queue on it, and a late __init__ makes it a normal one."""
+    if call in ("resize", "max_value") and cls_name == "Semaphore":
+        pytest.skip("BoundedSemaphore only")
+
+    class Forgetful(getattr(impl, cls_name)):
         def __init__(self):
             pass  # never calls super().__init__()
 
-    if impl.__name__.endswith("_pyfastsem"):
-        with pytest.raises(AttributeError):
-            Forgetful().acquire(False)
-    else:  # the C object is a valid empty semaphore from birth
-        assert Forgetful().acquire(False) is False
+    sem = Forgetful()
+    with pytest.raises(RuntimeError, match="not initialised"):
+        UNINITIALISED_CALLS[call](sem)
+    assert "uninitialised" in repr(sem)
+    getattr(impl, cls_name).__init__(sem, 2)
+    assert sem.value == 2
+    assert sem.acquire(n=2)
+    sem.release(2)
+
+
+def test_init_converts_every_argument_once_before_changing_anything(impl):
+    class Fickle:
+        """An index that answers 1, then 2: read twice, a bound of 1 over a
+        value of 2."""
+
+        def __init__(self):
+            self.calls = 0
+
+        def __index__(self):
+            self.calls += 1
+            return self.calls
+
+    value = Fickle()
+    sem = impl.BoundedSemaphore(value)
+    assert value.calls == 1
+    assert (sem.value, sem.max_value) == (1, 1)
+    with pytest.raises(ValueError):
+        sem.release()
+
+    class BadBool:
+        def __bool__(self):
+            raise ZeroDivisionError
+
+    fresh = impl.Semaphore.__new__(impl.Semaphore)
+    with pytest.raises(ZeroDivisionError):
+        fresh.__init__(3, fair=BadBool())
+    with pytest.raises(ZeroDivisionError):
+        fresh.__init__(3, track_holders=BadBool())
+    with pytest.raises(RuntimeError, match="not initialised"):
+        fresh.acquire(False)
+    fresh.__init__(3)  # the failed calls changed nothing: this is the first
+    assert fresh.acquire(n=3)
+    assert not fresh.acquire(False)
+    fresh.release(3)
+    with pytest.raises(RuntimeError, match="called twice"):
+        fresh.__init__(1)
+    assert fresh.value == 3
+
+
+def test_no_thread_can_queue_on_an_uninitialised_semaphore(impl):
+    """__init__ must never rebuild a core with waiters in it: acquiring
+    before __init__ raises at once instead of queueing."""
+    sem = impl.BoundedSemaphore.__new__(impl.BoundedSemaphore)
+    outcome = []
+
+    def try_acquire():
+        try:
+            outcome.append(sem.acquire(timeout=5))
+        except RuntimeError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=try_acquire)
+    thread.start()
+    thread.join(10)
+    assert len(outcome) == 1 and isinstance(outcome[0], RuntimeError)
+    sem.__init__(1)
+    assert sem.waiting == 0
+    assert sem.acquire(False)
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,16 @@ class Semaphore:
         n: SupportsIndex = 1,
     ) -> bool: ...
     def release(self, n: SupportsIndex = 1) -> None: ...
+    # fastsem's own callers (hold(), ResourcePool): acquire() and release()
+    # through a receipt that says whether the permits are held.
+    def _acquire_into(
+        self,
+        receipt: list[int],
+        blocking: bool = True,
+        timeout: SupportsFloat | None = None,
+        n: SupportsIndex = 1,
+    ) -> bool: ...
+    def _release_from(self, receipt: list[int]) -> None: ...
     def __enter__(self) -> bool: ...
     def __exit__(
         self,

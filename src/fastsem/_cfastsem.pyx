@@ -182,6 +182,8 @@ cdef inline int _check_count(fs_count n) except -1:
 cdef int _raise_for(int rc, fs_count count, Semaphore sem) except -1:
     """The exception for a core status that is not success."""
     cdef fs_count bound
+    if not sem._initialized:
+        _raise_uninitialized(sem)
     if rc == FS_CLOSED:
         raise SemaphoreClosed("the semaphore is closed")
     _check_count(count)
@@ -194,6 +196,19 @@ cdef int _raise_for(int rc, fs_count count, Semaphore sem) except -1:
         raise ValueError(
             f"cannot acquire {count} permits from a semaphore bounded at {bound}")
     raise MemoryError("could not initialise a wait")
+
+
+cdef int _init_unconfigured(fs_sem *sem) except -1:
+    # The state of a semaphore whose __init__ has not run (see __cinit__).
+    if fs_sem_init(sem, 0, 0, 1) != FS_OK:
+        raise MemoryError("could not initialise the semaphore")
+    fs_sem_close(sem)
+    return 0
+
+
+cdef int _raise_uninitialized(Semaphore sem) except -1:
+    raise RuntimeError(
+        f"this {type(sem).__name__} is not initialised: its __init__() was not called")
 
 
 cdef str _public_module(type cls):
@@ -226,37 +241,48 @@ cdef class Semaphore:
     cdef object __weakref__
 
     def __cinit__(self):
-        # A valid empty semaphore until __init__ configures it, so that no
-        # method can ever meet an uninitialised mutex. Declared without
-        # arguments, Cython passes over the constructor's instead of parsing
-        # them twice (Semaphore(1): 124 -> 101 ns on 3.13).
-        if fs_sem_init(&self._sem, 0, -1, 1) != FS_OK:
-            raise MemoryError("could not initialise the semaphore")
+        # Until __init__ configures it, the core is a closed semaphore bounded
+        # at 0: no method meets an uninitialised mutex, no thread can queue
+        # (so __init__ never rebuilds a core under its waiters), and acquire
+        # and release fail on their error paths, where _raise_for says that
+        # __init__ was not called, at no cost to the hot paths. Declared
+        # without arguments, Cython passes over the constructor's instead of
+        # parsing them twice.
+        _init_unconfigured(&self._sem)
 
     def __init__(self, value=1, *, fair=True, track_holders=False):
-        self._configure(value, -1, fair, track_holders)
+        self._configure(value, False, fair, track_holders)
 
-    cdef int _configure(self, object value, fs_count max_value, object fair,
+    cdef int _configure(self, object value, bint bounded, object fair,
                         object track_holders) except -1:
+        # Every argument is converted and checked once, before the core is
+        # touched: a conversion that raises leaves the object as it was.
         cdef fs_count count = _as_count(value)
+        cdef bint is_fair = fair
+        cdef object tracker = HolderTracker() if track_holders else None
         cdef int rc
         if count < 0:
             raise ValueError("semaphore initial value must be >= 0")
         if self._initialized:
             raise RuntimeError(f"{type(self).__name__}.__init__() called twice")
-        fs_sem_destroy(&self._sem)
-        rc = fs_sem_init(&self._sem, count, max_value, 1 if fair else 0)
-        if rc == FS_OVERFLOW:
-            fs_sem_init(&self._sem, 0, -1, 1)
+        if count > FS_COUNT_MAX:
             raise OverflowError(f"a semaphore counts at most {FS_COUNT_MAX} permits")
+        fs_sem_destroy(&self._sem)
+        rc = fs_sem_init(&self._sem, count, count if bounded else -1, is_fair)
         if rc != FS_OK:
+            _init_unconfigured(&self._sem)
             raise MemoryError("could not initialise the semaphore")
         # Woken threads are relayed, and compete, once each holds the GIL
         # (see _wait).
         fs_sem_defer_relay(&self._sem)
         fs_sem_defer_compete(&self._sem)
-        self._tracker = HolderTracker() if track_holders else None
+        self._tracker = tracker
         self._initialized = True
+        return 0
+
+    cdef int _check_initialized(self) except -1:
+        if not self._initialized:
+            _raise_uninitialized(self)
         return 0
 
     def __dealloc__(self):
@@ -264,6 +290,8 @@ cdef class Semaphore:
 
     def __repr__(self):
         cls = type(self)
+        if not self._initialized:
+            return f"<{_public_module(cls)}.{cls.__qualname__} at {id(self):#x}: uninitialised>"
         return (f"<{_public_module(cls)}.{cls.__qualname__} at {id(self):#x}: "
                 f"value={fs_sem_value(&self._sem)}>")
 
@@ -279,7 +307,20 @@ cdef class Semaphore:
         Ctrl-C) leaves the queue and takes nothing. On a closed semaphore,
         raise SemaphoreClosed.
         """
-        return _acquire(self, blocking, timeout, n)
+        return _acquire(self, blocking, timeout, n, None)
+
+    def _acquire_into(self, list receipt, blocking=True, timeout=None, n=1):
+        # acquire() for fastsem's own callers (hold(), the pool): the count
+        # is appended to receipt before this returns, in compiled code, so
+        # the caller can tell whether it holds permits even when an
+        # exception (a Ctrl-C) arrives the instant this call returns.
+        # Never an acquire() that a subclass overrides.
+        return _acquire(self, blocking, timeout, n, receipt)
+
+    def _release_from(self, list receipt):
+        # Releases the last count in receipt and removes it, together.
+        _release(self, receipt[-1])
+        receipt.pop()
 
     cdef bint _wait(self, fs_waiter *node, fs_time deadline, fs_count count) except -1:
         cdef bint pausing = PyThread_get_thread_ident() == _main_thread_ident
@@ -334,7 +375,7 @@ cdef class Semaphore:
         return _acquire_one(self)
 
     def __exit__(self, exc_type, exc, tb):
-        _release(self, ONE)
+        _exit(self)
 
     def hold(self, timeout=None, *, n=1):
         """Return a context manager that acquires n permits on entry, or raises
@@ -350,11 +391,13 @@ cdef class Semaphore:
         stay granted, and release() still works, so that held permits can be
         given back. Closing twice does nothing more.
         """
+        self._check_initialized()
         fs_sem_close(&self._sem)
 
     @property
     def closed(self):
         """True once close() has been called."""
+        self._check_initialized()
         return fs_sem_closed(&self._sem) != 0
 
     def drain(self):
@@ -363,9 +406,15 @@ cdef class Semaphore:
         none are free for the taking (the free ones are the head waiter's);
         likewise in non-fair mode while a starving waiter heads the queue.
         """
-        cdef fs_count taken = fs_sem_drain(&self._sem)
-        if taken and self._tracker is not None:
-            self._tracker.acquired(taken)
+        cdef fs_count taken
+        cdef list record = None
+        self._check_initialized()
+        if self._tracker is not None:
+            record = self._tracker.record(0)
+        taken = fs_sem_drain(&self._sem)
+        if taken and record is not None:
+            record[2] = taken
+            _store_record(self._tracker, record)
         return taken
 
     def statistics(self):
@@ -374,6 +423,7 @@ cdef class Semaphore:
         and the total, maximum and p50/p90/p99 wait times in seconds."""
         cdef fs_stats snapshot
         cdef uint64_t *histogram
+        self._check_initialized()
         fs_sem_statistics(&self._sem, &snapshot)
         histogram = snapshot.histogram
         return make_statistics(
@@ -384,11 +434,13 @@ cdef class Semaphore:
 
     def reset_statistics(self):
         """Set every counter of statistics() back to zero."""
+        self._check_initialized()
         fs_sem_reset_statistics(&self._sem)
 
     def holders(self):
         """Return who holds permits now, as a list of Holder records (thread,
         permits, where they were acquired). Needs track_holders=True."""
+        self._check_initialized()
         if self._tracker is None:
             raise RuntimeError("holders() needs Semaphore(..., track_holders=True)")
         return self._tracker.holders()
@@ -396,21 +448,25 @@ cdef class Semaphore:
     @property
     def value(self):
         """Permits free now (a snapshot)."""
+        self._check_initialized()
         return fs_sem_value(&self._sem)
 
     @property
     def _value(self):
         # threading.Semaphore's attribute, which some code reads.
+        self._check_initialized()
         return fs_sem_value(&self._sem)
 
     @property
     def waiting(self):
         """Threads queued in acquire() now (a snapshot)."""
+        self._check_initialized()
         return fs_sem_waiting(&self._sem)
 
     @property
     def fair(self):
         """True if permits are granted strictly in arrival order."""
+        self._check_initialized()
         return self._sem.st.fair != 0
 
 
@@ -425,14 +481,14 @@ cdef class BoundedSemaphore(Semaphore):
     """
 
     def __init__(self, value=1, *, fair=True, track_holders=False):
-        self._configure(value, _as_count(value), fair, track_holders)
+        self._configure(value, True, fair, track_holders)
 
     # The same four methods again: CPython checks a method's `self` against
     # the class that defines it, with one pointer compare if it is that very
     # class and a walk up the bases if not (about 5 ns a call).
     def acquire(self, blocking=True, timeout=None, *, n=1):
         """Acquire n permits (default 1), as Semaphore.acquire()."""
-        return _acquire(self, blocking, timeout, n)
+        return _acquire(self, blocking, timeout, n, None)
 
     def release(self, n=1):
         """Release n permits (default 1), as Semaphore.release(); ValueError
@@ -443,10 +499,12 @@ cdef class BoundedSemaphore(Semaphore):
         return _acquire_one(self)
 
     def __exit__(self, exc_type, exc, tb):
-        _release(self, ONE)
+        _exit(self)
 
     def __repr__(self):
         cls = type(self)
+        if not self._initialized:
+            return f"<{_public_module(cls)}.{cls.__qualname__} at {id(self):#x}: uninitialised>"
         return (f"<{_public_module(cls)}.{cls.__qualname__} at {id(self):#x}: "
                 f"value={fs_sem_value(&self._sem)}/{fs_sem_max_value(&self._sem)}>")
 
@@ -459,6 +517,7 @@ cdef class BoundedSemaphore(Semaphore):
         """
         cdef fs_count bound = _as_count(new_max)
         cdef int rc
+        self._check_initialized()
         if bound < 0:
             raise ValueError("the bound must be >= 0")
         rc = fs_sem_resize(&self._sem, bound)
@@ -468,58 +527,111 @@ cdef class BoundedSemaphore(Semaphore):
     @property
     def max_value(self):
         """The bound: the initial value, unless resize() moved it."""
+        self._check_initialized()
         return fs_sem_max_value(&self._sem)
 
 
 # The bodies of the methods, shared by both classes.
+#
+# With track_holders=True, the holder record is made before the permits are
+# taken (it runs Python code, which may raise: nothing has changed then) and
+# stored after, by compiled code that no signal handler can interrupt; a
+# release computes its charge first and applies it after the core has
+# released. So an exception never escapes with the permits taken (or given
+# back) and the records saying otherwise.
 
-cdef inline object _acquire(Semaphore self, object blocking, object timeout, object n):
+cdef inline object _acquire(Semaphore self, object blocking, object timeout, object n,
+                            list receipt):
     cdef fs_count count = _as_count(n)
     cdef fs_waiter node
     cdef fs_time deadline = FS_FOREVER
     cdef int rc
+    cdef list record = None
     if timeout is not None:
         if not blocking:
             raise ValueError("can't specify timeout for non-blocking acquire")
         deadline = _deadline(timeout)
-    elif not blocking:
-        rc = fs_sem_try_acquire(&self._sem, count)
-        if rc == FS_OK:
-            if self._tracker is not None:
-                self._tracker.acquired(count)
-            return True
-        if rc != FS_WOULD_BLOCK:
-            _raise_for(rc, count, self)
-        return False
-    # Uncontended: one compare-and-swap in the core, with the GIL held.
-    rc = fs_sem_acquire_or_enqueue(&self._sem, &node, count)
-    if rc == FS_QUEUED:
-        if not self._wait(&node, deadline, count):
-            return False
-    elif rc != FS_OK:
-        _raise_for(rc, count, self)
     if self._tracker is not None:
-        self._tracker.acquired(count)
+        record = self._tracker.record(count)
+    if timeout is None and not blocking:
+        rc = fs_sem_try_acquire(&self._sem, count)
+        if rc == FS_WOULD_BLOCK:
+            return False
+        if rc != FS_OK:
+            _raise_for(rc, count, self)
+    else:
+        # Uncontended: one compare-and-swap in the core, with the GIL held.
+        rc = fs_sem_acquire_or_enqueue(&self._sem, &node, count)
+        if rc == FS_QUEUED:
+            if not self._wait(&node, deadline, count):
+                return False
+        elif rc != FS_OK:
+            _raise_for(rc, count, self)
+    if record is not None:
+        _store_record(self._tracker, record)
+    if receipt is not None:
+        receipt.append(count)
     return True
 
 
 cdef inline object _acquire_one(Semaphore self):
     cdef fs_waiter node
-    cdef int rc = fs_sem_acquire_or_enqueue(&self._sem, &node, 1)
+    cdef list record = None
+    cdef int rc
+    if self._tracker is not None:
+        record = self._tracker.record(1)
+    rc = fs_sem_acquire_or_enqueue(&self._sem, &node, 1)
     if rc == FS_QUEUED:
         self._wait(&node, FS_FOREVER, 1)
     elif rc != FS_OK:
         _raise_for(rc, 1, self)
-    if self._tracker is not None:
-        self._tracker.acquired(1)
+    if record is not None:
+        _store_record(self._tracker, record)
     return True
+
+
+cdef inline void _store_record(object tracker, list record):
+    # Compiled: no signal handler runs between the grant and this store.
+    cdef dict records = tracker.records
+    records[next(tracker.keys)] = record
 
 
 cdef inline object _release(Semaphore self, object n):
     cdef fs_count count = _as_count(n)
-    cdef int rc = fs_sem_release(&self._sem, count)
+    cdef int rc
+    if self._tracker is not None:
+        return _release_tracked(self, count)
+    rc = fs_sem_release(&self._sem, count)
     if rc != FS_OK:
         _raise_for(rc, count, self)
-    if self._tracker is not None:
-        self._tracker.released(count)
+    return None
+
+
+cdef object _release_tracked(Semaphore self, fs_count count):
+    cdef object tracker = self._tracker
+    cdef dict records = tracker.records
+    cdef object lock = tracker.lock
+    cdef int rc
+    _check_count(count)
+    lock.acquire()
+    try:
+        shrunk, gone = tracker.charge(count)
+        rc = fs_sem_release(&self._sem, count)
+        if rc != FS_OK:
+            _raise_for(rc, count, self)
+        # From here on, compiled code only: the charge is applied in full.
+        records.update(shrunk)
+        for key in gone:
+            records.pop(key, None)
+    finally:
+        lock.release()
+    return None
+
+
+cdef inline object _exit(Semaphore self):
+    # `with sem:` ends in release(), as threading's does: an override in a
+    # subclass is called; the two classes themselves take the direct path.
+    if type(self) is Semaphore or type(self) is BoundedSemaphore:
+        return _release(self, ONE)
+    self.release()
     return None

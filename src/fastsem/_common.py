@@ -5,6 +5,7 @@ the core's."""
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 import traceback
@@ -77,7 +78,7 @@ class SemaphoreStatistics:
     acquisitions: int  # successful acquires, waiting or not
     contended: int  # of those, the ones that had to queue
     timeouts: int  # acquires that gave up at their timeout
-    interrupts: int  # waits abandoned by an exception (Ctrl-C) or close()
+    interrupts: int  # waits abandoned by an exception (Ctrl-C); close() is not one
     waiting: int  # threads queued now
     max_waiting: int  # the longest the queue has been
     wait_total: float
@@ -128,7 +129,15 @@ def make_statistics(
 
 class Hold:
     """What sem.hold() returns: acquires on entry or raises TimeoutError,
-    releases on exit even when the block raises."""
+    releases on exit even when the block raises.
+
+    Entry takes the permits through the semaphore's own acquire path (never
+    an acquire() a subclass overrides, as threading's `with` does) and notes
+    them in a receipt before returning, so that an exception arriving just
+    after the permits were taken (a Ctrl-C) gives them back instead of
+    stranding them. Exit calls release(), overridable, as threading's `with`.
+    The object holds no state between entry and exit: one Hold may be
+    entered by several threads at once."""
 
     __slots__ = ("_n", "_sem", "_timeout")
 
@@ -138,12 +147,20 @@ class Hold:
         self._n = n
 
     def __enter__(self) -> Any:
-        if not self._sem.acquire(timeout=self._timeout, n=self._n):
+        sem = self._sem
+        receipt: list[int] = []
+        try:
+            sem._acquire_into(receipt, True, self._timeout, self._n)
+        except BaseException:
+            if receipt:
+                sem._release_from(receipt)
+            raise
+        if not receipt:
             raise TimeoutError(
                 f"could not acquire {self._n} permit{'s' if self._n != 1 else ''} "
                 f"within {self._timeout} seconds"
             )
-        return self._sem
+        return sem
 
     def __exit__(
         self,
@@ -171,16 +188,31 @@ class HolderTracker:
 
     Permits are not owned: any thread may release them. A release is charged
     to the releasing thread's own acquisitions first (newest first), then to
-    the other threads', oldest first."""
+    the other threads' acquisitions, oldest first.
 
-    __slots__ = ("_held", "_lock")
+    The semaphores use it in three steps, so that an exception at any point
+    (a Ctrl-C, a RecursionError) never leaves the records and the permits
+    disagreeing: record() describes an acquisition before the permits are
+    taken (no state changes); the caller stores the record under a fresh key
+    once they are taken, with one dict store; a release computes its charge()
+    (no state changes) under the tracker's lock, releases the permits, then
+    applies the charge. In the C implementation the stores run in compiled
+    code, where no signal handler can interrupt them.
+    """
+
+    __slots__ = ("keys", "lock", "records")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        # thread id -> (thread name, [[permits, stack text], ...] oldest first)
-        self._held: dict[int, tuple[str, list[list[Any]]]] = {}
+        # Serialises charge-and-apply between releasing threads; stores of
+        # new records need no lock (one dict store each).
+        self.lock = threading.Lock()
+        self.keys = itertools.count()
+        # key -> [thread id, thread name, permits, stack text], keys in
+        # acquisition order.
+        self.records: dict[int, list[Any]] = {}
 
-    def acquired(self, n: int) -> None:
+    def record(self, n: int) -> list[Any]:
+        """A record of an acquisition of n permits by this thread, here."""
         # Drop the frames of fastsem itself: the caller's acquire() is last.
         frame = sys._getframe(1)
         while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
@@ -188,39 +220,40 @@ class HolderTracker:
         ):
             frame = frame.f_back
         where = "".join(traceback.format_stack(frame, limit=12))
-        ident = threading.get_ident()
-        name = threading.current_thread().name
-        with self._lock:
-            self._held.setdefault(ident, (name, []))[1].append([n, where])
+        return [threading.get_ident(), threading.current_thread().name, n, where]
 
-    def released(self, n: int) -> None:
+    def charge(self, n: int) -> tuple[dict[int, list[Any]], list[int]]:
+        """What releasing n permits from this thread does to the records,
+        computed, not applied: the records that shrink (key -> new record)
+        and the keys of those that go. The caller holds the lock."""
         me = threading.get_ident()
-        with self._lock:
-            # The releasing thread's own acquisitions, newest first; then the
-            # other threads' (in order of their first acquisition), oldest first.
-            charge = [(me, r) for r in reversed(self._held[me][1])] if me in self._held else []
-            for ident, (_, records) in self._held.items():
-                if ident != me:
-                    charge += [(ident, r) for r in records]
-            for ident, record in charge:
-                if n == 0:
-                    break
-                taken = min(n, record[0])
-                record[0] -= taken
-                n -= taken
-                if record[0] == 0:
-                    self._held[ident][1].remove(record)
-                    if not self._held[ident][1]:
-                        del self._held[ident]
+        records = self.records.copy()
+        order = [key for key, record in reversed(records.items()) if record[0] == me]
+        order += [key for key, record in records.items() if record[0] != me]
+        shrunk: dict[int, list[Any]] = {}
+        gone: list[int] = []
+        for key in order:
+            if n == 0:
+                break
+            ident, name, permits, where = records[key]
+            taken = min(n, permits)
+            n -= taken
+            if taken == permits:
+                gone.append(key)
+            else:
+                shrunk[key] = [ident, name, permits - taken, where]
+        return shrunk, gone
 
     def holders(self) -> list[Holder]:
-        with self._lock:
-            return [
-                Holder(
-                    thread_id=ident,
-                    thread_name=name,
-                    permits=sum(record[0] for record in records),
-                    acquired_at=tuple(record[1] for record in records),
-                )
-                for ident, (name, records) in self._held.items()
-            ]
+        by_thread: dict[int, tuple[str, list[list[Any]]]] = {}
+        for ident, name, permits, where in self.records.copy().values():
+            by_thread.setdefault(ident, (name, []))[1].append([permits, where])
+        return [
+            Holder(
+                thread_id=ident,
+                thread_name=name,
+                permits=sum(permits for permits, _ in records),
+                acquired_at=tuple(where for _, where in records),
+            )
+            for ident, (name, records) in by_thread.items()
+        ]

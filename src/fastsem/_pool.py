@@ -115,15 +115,46 @@ class _Slot(Generic[T]):
     """One live resource and its times (time.monotonic() seconds). A slot is
     made once per resource and reused for every checkout of it."""
 
-    __slots__ = ("acquired_at", "created_at", "discarded", "resource", "returned_at", "stack")
+    __slots__ = (
+        "acquired_at",
+        "checkouts",
+        "closing",
+        "created_at",
+        "discarded",
+        "key",
+        "resource",
+        "returned_at",
+        "stack",
+    )
 
     def __init__(self, resource: T, now: float) -> None:
         self.resource = resource
+        # The key of the maps: the pool refuses a second live resource with
+        # the same id (a factory that hands out one object twice).
+        self.key = id(resource)
         self.created_at = now
         self.returned_at = now
         self.acquired_at = 0.0
         self.stack: traceback.StackSummary | None = None
         self.discarded = False
+        self.checkouts = 0  # counts hand-outs: a lease knows its own
+        self.closing = False  # close(resource) has been called, or is running
+
+
+class _Checkout(Generic[T]):
+    """What one acquire() on the slow path has taken so far, so that an
+    exception at any point (a Ctrl-C included) undoes exactly that: each
+    field is set in the same critical section as the change it stands for,
+    or before a change whose undo is idempotent."""
+
+    __slots__ = ("dropping", "fresh", "making", "popped")
+
+    def __init__(self) -> None:
+        self.making = False  # a place in _size is reserved for factory()
+        self.fresh: _Slot[T] | None = None  # made by factory(), not yet placed
+        # Taken off the idle stack: to hand out, or being checked.
+        self.popped: _Slot[T] | None = None
+        self.dropping: _Slot[T] | None = None  # off the idle stack, to be closed
 
 
 def _seconds(value: object, what: str, *, positive: bool) -> float | None:
@@ -137,6 +168,16 @@ def _seconds(value: object, what: str, *, positive: bool) -> float | None:
         raise ValueError(f"{what} must not be NaN")
     if positive and seconds <= 0:
         raise ValueError(f"{what} must be > 0 or None")
+    return seconds
+
+
+def _timeout(value: object) -> float | None:
+    """A timeout, checked as Semaphore.acquire() checks it: TypeError for a
+    non-number, ValueError for NaN, OverflowError past threading.TIMEOUT_MAX;
+    0 or less means no wait."""
+    seconds = _seconds(value, "timeout", positive=False)
+    if seconds is not None and seconds > threading.TIMEOUT_MAX:
+        raise OverflowError("timeout value is too large")
     return seconds
 
 
@@ -231,7 +272,7 @@ class ResourcePool(Generic[T]):
         self._close_func = close
         self._check = check
         self._reset = reset
-        self._timeout = _seconds(timeout, "timeout", positive=False)
+        self._timeout = _timeout(timeout)
         self._max_lifetime = _seconds(max_lifetime, "max_lifetime", positive=True)
         self._max_idle = _seconds(max_idle, "max_idle", positive=True)
         self._leak_timeout = _seconds(leak_timeout, "leak_timeout", positive=True)
@@ -254,8 +295,14 @@ class ResourcePool(Generic[T]):
         self._max_size = max_size
         self._min_size = min_size
         self._closed = False
-        self._waiters = 0  # callers waiting for a place (max_waiting counts these)
-        self._room_waiters = 0  # permit holders waiting for room to make one
+        # Every live resource (idle, in use, being checked or closed) by key.
+        self._live: dict[int, _Slot[T]] = {}
+        # Callers waiting for a place (max_waiting counts these), and permit
+        # holders waiting for room to make a resource, each by a token of its
+        # call: adding and discarding a token are idempotent, so an exception
+        # at any point leaves the count right.
+        self._waiters: set[int] = set()
+        self._room_waiters: set[int] = set()
         self._close_waiters = 0  # close(timeout) callers
         self._created = 0
         self._closed_count = 0
@@ -303,6 +350,20 @@ class ResourcePool(Generic[T]):
         raise TypeError("cannot pickle 'ResourcePool' object")
 
     # -- acquire --
+    #
+    # Exception safety. An exception may arrive at any point of these paths:
+    # a Ctrl-C where the interpreter runs signal handlers (after a call
+    # returns, at a loop's back edge), or one raised by factory(), check(),
+    # reset() or close(). Whatever the point, the pool's lock ends up free,
+    # the caller's place (permit) is either the caller's or freed, and every
+    # resource is idle, checked out, or closed with its place in _size given
+    # up. The means: the place is taken and freed through a receipt the
+    # semaphore fills in compiled code (_acquire_into, _release_from); state
+    # changes inside the lock are single statements that call nothing, and
+    # a call's progress is noted before a change whose undo is idempotent
+    # (a slot's presence in the idle stack, the in-use map or _live says
+    # where it is); each public method ends in one handler that undoes (an
+    # acquire) or completes (a release or discard) from what it finds.
 
     def acquire(self, timeout: float | _Default | None = _DEFAULT) -> T:
         """acquire(timeout=<the pool's timeout>)
@@ -315,165 +376,235 @@ class ResourcePool(Generic[T]):
         Raises PoolTimeout when the time passes, PoolTooBusy when max_waiting
         callers already wait, PoolClosed if the pool is or gets closed, and
         whatever factory() raises if making a resource fails (its place is
-        freed at once).
+        freed at once). A bad timeout raises TypeError, ValueError (NaN) or
+        OverflowError (past threading.TIMEOUT_MAX), as Semaphore.acquire().
+        If acquire() raises, for whatever reason (Ctrl-C included), the
+        caller holds nothing.
         """
-        sem = self._sem
+        if timeout is not _DEFAULT:
+            timeout = _timeout(timeout)
+        place: list[int] = []  # the semaphore notes the granted place here
+        slot: _Slot[T] | None = None
+        checkout: _Checkout[T] | None = None
         try:
-            got = sem.acquire(False)
-        except SemaphoreClosed:
-            raise PoolClosed(f"pool {self._name!r} is closed") from None
-        deadline = None
-        if not got:
-            deadline = self._wait_for_place(timeout)
-        if self._plain_checkout:
-            # The fast path. (lock.acquire()/release() cost half of `with lock`.)
-            lock = self._lock
-            lock.acquire()
             try:
-                if self._idle and not self._closed:
-                    slot = self._idle.pop()
-                    self._in_use[id(slot.resource)] = slot
-                    self._acquired += 1
-                    return slot.resource
-            finally:
-                lock.release()
-        slot = self._checkout(timeout, deadline)
-        if self._leak_timeout is not None:
-            self._report_leaks(monotonic())
-        return slot.resource
+                self._sem._acquire_into(place, False)
+            except SemaphoreClosed:
+                raise PoolClosed(f"pool {self._name!r} is closed") from None
+            deadline = None
+            if not place:
+                deadline = self._wait_for_place(timeout, place)
+            if self._plain_checkout:
+                # The fast path: an idle resource, one lock round trip.
+                with self._lock:
+                    idle = self._idle
+                    if idle and not self._closed:
+                        slot = idle[-1]
+                        del idle[-1]
+                        self._in_use[slot.key] = slot
+                        slot.checkouts += 1
+                        self._acquired += 1
+                        return slot.resource
+            checkout = _Checkout()
+            slot = self._checkout(checkout, timeout, deadline)
+            if self._size < self._min_size:
+                self._top_up(raise_errors=False)  # expired or failed ones were closed
+            if self._leak_timeout is not None:
+                self._report_leaks(monotonic())
+            return slot.resource
+        except BaseException:
+            self._undo_acquire(place, slot, checkout)
+            raise
 
-    def _wait_for_place(self, timeout: float | _Default | None) -> float | None:
-        """Queues for a permit (the fast attempt failed). Returns the deadline
-        (None for no limit) or raises."""
-        timeout = (
-            self._timeout if timeout is _DEFAULT else _seconds(timeout, "timeout", positive=False)
+    def _undo_acquire(
+        self, place: list[int], slot: _Slot[T] | None, checkout: _Checkout[T] | None
+    ) -> None:
+        """An acquire() is raising: whatever it took goes back. A resource
+        it handed out, or took off the idle stack untouched, goes back on
+        the stack; one being checked (check() may have been cut short), or
+        being closed, is closed; a place reserved for factory() is given up;
+        then the place is freed."""
+        to_drop: list[_Slot[T]] = []
+        with self._lock:
+            self._waiters.discard(id(place))
+            if checkout is not None:
+                self._room_waiters.discard(id(checkout))
+                if checkout.dropping is not None and self._is_loose(checkout.dropping):
+                    to_drop.append(checkout.dropping)
+                fresh = checkout.fresh
+                if fresh is not None and fresh.key not in self._live:
+                    to_drop.append(fresh)  # made, never placed: closed, not counted
+                if checkout.making:
+                    checkout.making = False  # factory() raised, or had not been placed
+                    self._size -= 1
+                    self._notify()
+            for held in (slot,) if checkout is None else (slot, checkout.popped, checkout.fresh):
+                if held is None:
+                    continue
+                if self._in_use.get(held.key) is held:
+                    # Handed out, but the caller never got it.
+                    del self._in_use[held.key]
+                    self._unreported.pop(held.key, None)
+                    self._acquired -= 1
+                    self._put_back(held, to_drop)
+                elif self._is_loose(held):
+                    if checkout is not None and held is checkout.popped and self._check:
+                        to_drop.append(held)
+                    else:
+                        self._put_back(held, to_drop)
+        self._drop_all(to_drop)
+        if place:
+            self._sem._release_from(place)
+
+    def _is_loose(self, slot: _Slot[T]) -> bool:
+        # With the lock held: alive, but neither idle nor checked out (in
+        # the hands of a call that is raising).
+        return (
+            self._live.get(slot.key) is slot
+            and self._in_use.get(slot.key) is not slot
+            and not any(idle is slot for idle in self._idle)
         )
+
+    def _put_back(self, slot: _Slot[T], to_drop: list[_Slot[T]]) -> None:
+        # With the lock held: a loose slot goes back on the idle stack (the
+        # newest end), or is closed if the pool is closed or shrinking.
+        if self._closed or self._size > self._max_size or slot.closing:
+            to_drop.append(slot)
+        else:
+            self._idle.append(slot)
+            self._notify()
+
+    def _wait_for_place(self, timeout: float | _Default | None, place: list[int]) -> float | None:
+        """Queues for a permit (the fast attempt failed); place is filled in
+        when it is granted. Returns the deadline (None for no limit) or
+        raises."""
+        if timeout is _DEFAULT:
+            timeout = self._timeout
         if timeout is not None and timeout <= 0:
             with self._lock:
                 self._timeouts += 1
             raise PoolTimeout(f"no resource free in pool {self._name!r}")
         deadline = None if timeout is None else monotonic() + timeout
+        token = id(place)
         counted = self._max_waiting is not None
         if counted:
             with self._lock:
                 if self._closed:
                     raise PoolClosed(f"pool {self._name!r} is closed")
-                if self._waiters >= self._max_waiting:  # type: ignore[operator]
+                if len(self._waiters) >= self._max_waiting:  # type: ignore[operator]
                     self._too_busy += 1
                     raise PoolTooBusy(
-                        f"{self._waiters} callers already wait for pool {self._name!r}"
+                        f"{len(self._waiters)} callers already wait for pool {self._name!r}"
                         f" (max_waiting={self._max_waiting})"
                     )
-                self._waiters += 1
+                self._waiters.add(token)
         try:
-            got = self._sem.acquire(True, timeout)
+            self._sem._acquire_into(place, True, timeout)
         except SemaphoreClosed:
             raise PoolClosed(f"pool {self._name!r} is closed") from None
         finally:
             if counted:
                 with self._lock:
-                    self._waiters -= 1
-        if not got:
+                    self._waiters.discard(token)
+        if not place:
             with self._lock:
                 self._timeouts += 1
             raise PoolTimeout(f"no resource free in pool {self._name!r} within {timeout} s")
         return deadline
 
-    def _checkout(self, timeout: float | _Default | None, deadline: float | None) -> _Slot[T]:
-        """Gets a resource for a caller that holds a permit: an idle one
-        (after the expiry rules and check()), or a new one. Releases the
-        permit if it raises."""
-        held: _Slot[T] | None = None  # taken off the idle stack, not yet placed
-        making = False  # a place reserved in _size for factory()
+    def _checkout(
+        self, checkout: _Checkout[T], timeout: float | _Default | None, deadline: float | None
+    ) -> _Slot[T]:
+        """Gets a resource for a caller that holds a place: an idle one
+        (after the expiry rules and check()), or a new one. What it holds
+        is in `checkout`; if it raises, acquire() undoes that."""
         stack = _caller_stack() if self._leak_timeout is not None else None
-        try:
-            while True:
-                to_close = to_check = None
-                with self._lock:
-                    if self._closed:
-                        raise PoolClosed(f"pool {self._name!r} is closed")
-                    idle = self._idle
-                    if idle:
-                        now = monotonic()
-                        oldest = idle[0]
-                        if (
-                            self._max_idle is not None
-                            and self._size > self._min_size
-                            and now - oldest.returned_at > self._max_idle
-                        ):
-                            to_close = idle.popleft()
-                        else:
-                            slot = idle.pop()
-                            if (
-                                self._max_lifetime is not None
-                                and now - slot.created_at > self._max_lifetime
-                            ):
-                                to_close = slot
-                            elif self._check is not None:
-                                to_check = slot
-                            else:
-                                self._hand_out(slot, now, stack)
-                                return slot
-                    elif self._size < self._max_size:
-                        self._size += 1
-                        making = True
+        while True:
+            if checkout.dropping is not None:
+                self._drop(checkout.dropping)  # the place is freed even if close() raises
+                checkout.dropping = None
+            with self._lock:
+                if self._closed:
+                    raise PoolClosed(f"pool {self._name!r} is closed")
+                idle = self._idle
+                if idle:
+                    now = monotonic()
+                    oldest = idle[0]
+                    if (
+                        self._max_idle is not None
+                        and self._size > self._min_size
+                        and now - oldest.returned_at > self._max_idle
+                    ):
+                        checkout.dropping = oldest
+                        del idle[0]
                     else:
-                        deadline = self._wait_for_room(timeout, deadline)
-                        continue
-                if to_close is not None:
-                    self._drop(to_close)  # expired; the place is freed even if close() raises
+                        slot = idle[-1]
+                        checkout.popped = slot
+                        del idle[-1]
+                        if (
+                            self._max_lifetime is not None
+                            and now - slot.created_at > self._max_lifetime
+                        ):
+                            checkout.dropping = slot
+                            checkout.popped = None
+                        elif self._check is None:
+                            self._hand_out(slot, now, stack)
+                            return slot
+                elif self._size < self._max_size:
+                    checkout.making = True
+                    self._size += 1
+                else:
+                    deadline = self._wait_for_room(timeout, deadline, id(checkout))
                     continue
-                if to_check is not None:
-                    held = to_check
-                    if self._passes_check(to_check):
-                        with self._lock:
-                            if not self._closed:
-                                held = None
-                                self._hand_out(to_check, monotonic(), stack)
-                                return to_check
-                        continue  # closed meanwhile: the loop raises PoolClosed
-                    held = None
-                    self._drop(to_check)
-                    continue
-                # Make one (the place is reserved).
-                try:
-                    resource = self._factory()
-                except BaseException:
-                    making = False
+            if checkout.dropping is not None:
+                continue  # expired: closed at the top of the loop
+            slot = checkout.popped  # type: ignore[assignment]
+            if slot is not None:
+                if self._passes_check(slot):
                     with self._lock:
-                        self._size -= 1
-                        self._factory_errors += 1
-                        self._notify()
-                    raise
-                making = False
-                held = _Slot(resource, monotonic())
+                        if not self._closed:
+                            self._hand_out(slot, monotonic(), stack)
+                            return slot
+                    continue  # closed meanwhile: the handler closes it, the loop raises
+                checkout.dropping = slot
+                checkout.popped = None
+                continue
+            # Make one (the place is reserved).
+            try:
+                resource = self._factory()
+            except BaseException:
                 with self._lock:
-                    self._created += 1
-                    if not self._closed:
-                        slot, held = held, None
-                        self._hand_out(slot, slot.created_at, stack)
-                        return slot
-        except BaseException:
-            if making:  # interrupted between the reservation and factory()
-                with self._lock:
-                    self._size -= 1
-                    self._notify()
-            if held is not None:
-                self._drop(held)
-            self._sem.release()
-            raise
+                    self._factory_errors += 1
+                raise
+            fresh = checkout.fresh = _Slot(resource, monotonic())
+            with self._lock:
+                self._created += 1
+                if fresh.key in self._live:
+                    # Not ours to close: it is in the pool already.
+                    checkout.fresh = None
+                    raise PoolError(
+                        f"factory() of pool {self._name!r} returned {resource!r}, an object"
+                        " the pool already holds; each resource must be a distinct object"
+                    )
+                self._live[fresh.key] = fresh
+                checkout.making = False
+                if not self._closed:
+                    self._hand_out(fresh, fresh.created_at, stack)
+                    return fresh
+            continue  # closed meanwhile: the handler closes it, the loop raises
 
     def _hand_out(self, slot: _Slot[T], now: float, stack: traceback.StackSummary | None) -> None:
         # With the lock held.
-        self._in_use[id(slot.resource)] = slot
+        self._in_use[slot.key] = slot
+        slot.checkouts += 1
         self._acquired += 1
         if self._leak_timeout is not None:
             slot.acquired_at = now
             slot.stack = stack
-            self._unreported[id(slot.resource)] = slot
+            self._unreported[slot.key] = slot
 
     def _wait_for_room(
-        self, timeout: float | _Default | None, deadline: float | None
+        self, timeout: float | _Default | None, deadline: float | None, token: int
     ) -> float | None:
         """With the lock held: waits until a resource is idle or there is room
         to make one. Returns the deadline; raises PoolTimeout."""
@@ -486,11 +617,11 @@ class ResourcePool(Generic[T]):
         if remaining is not None and remaining <= 0:
             self._timeouts += 1
             raise PoolTimeout(f"no resource free in pool {self._name!r} in time")
-        self._room_waiters += 1
+        self._room_waiters.add(token)
         try:
             self._cond.wait(remaining)
         finally:
-            self._room_waiters -= 1
+            self._room_waiters.discard(token)
         return deadline
 
     def _passes_check(self, slot: _Slot[T]) -> bool:
@@ -516,65 +647,90 @@ class ResourcePool(Generic[T]):
         closed instead); an expired resource, or one returned to a closed
         pool, is closed. Raises ValueError, and changes nothing, if resource
         is not checked out from this pool (never was, or was already given
-        back).
+        back). Once it has taken the resource back, release() finishes even
+        if interrupted (the resource is then closed, unless it was already
+        idle again) and only then lets the exception through.
         """
-        lock = self._lock
-        lock.acquire()
-        try:
-            slot = self._in_use.pop(id(resource), None)
-            if slot is None:
-                raise ValueError(f"{resource!r} is not checked out from pool {self._name!r}")
-            if self._plain_return and not self._closed and self._size <= self._max_size:
-                self._idle.append(slot)  # first the resource,
-                if self._room_waiters:
-                    self._cond.notify_all()
-                slot = None
-        finally:
-            lock.release()
-        if slot is None:
-            self._sem.release()  # then the place
-            return
-        self._return(slot)
+        self._give_back(resource, None)
 
-    def _return(self, slot: _Slot[T]) -> None:
+    def _give_back(self, resource: T, lease: tuple[_Slot[T], int] | None) -> None:
+        """release(), or the exit of a lease: then only the lease's own
+        checkout of the slot is given back (None if the block did it)."""
+        place = [1]  # the checkout's place, until the semaphore has it back
+        taken: _Slot[T] | None = None  # out of the in-use map
+        try:
+            with self._lock:
+                if lease is None:
+                    key = id(resource)
+                    found = self._in_use.get(key)
+                    if found is None or found.resource is not resource:
+                        raise ValueError(
+                            f"{resource!r} is not checked out from pool {self._name!r}"
+                        )
+                else:
+                    found, checkout_number = lease
+                    if (
+                        self._in_use.get(found.key) is not found
+                        or found.checkouts != checkout_number
+                    ):
+                        return  # the block released or discarded it itself
+                taken = found
+                del self._in_use[found.key]
+                plain = self._plain_return and not self._closed and self._size <= self._max_size
+                if plain:
+                    self._idle.append(found)  # first the resource,
+                    self._notify()
+            if plain:
+                self._sem._release_from(place)  # then the place
+            else:
+                self._return(found, place)
+        except BaseException:
+            if taken is not None:
+                self._finish_return(taken, place)
+            raise
+
+    def _finish_return(self, slot: _Slot[T], place: list[int]) -> None:
+        """A release or discard is raising after it took the slot out of the
+        in-use map: the resource is closed unless it is idle again (reset()
+        may have been interrupted), then the place is freed."""
+        with self._lock:
+            loose = self._is_loose(slot)
+        if loose:
+            self._drop(slot)
+        if place:
+            self._sem._release_from(place)
+
+    def _return(self, slot: _Slot[T], place: list[int]) -> None:
         """The slow part of release(): the slot is already out of the in-use
         map; it goes back on the idle stack or is closed, then the place is
         freed."""
-        placed = dropped = False
-        try:
-            now = monotonic()
-            self._report_leaks(now, returning=slot)
-            keep = not self._closed and (
-                self._max_lifetime is None or now - slot.created_at <= self._max_lifetime
-            )
-            if keep and self._reset is not None:
-                try:
-                    self._reset(slot.resource)
-                except Exception:
-                    logger.warning(
-                        "pool %r: reset() raised; the resource is closed",
-                        self._name,
-                        exc_info=True,
-                    )
-                    keep = False
-            if keep:
-                with self._lock:
-                    if not self._closed and self._size <= self._max_size:
-                        slot.returned_at = monotonic()
-                        self._idle.append(slot)  # first the resource,
-                        placed = True
-                        if self._room_waiters:
-                            self._cond.notify_all()
-            if not placed:
-                placed = dropped = True  # _drop() frees the place even if close() raises
-                self._drop(slot)
-        except BaseException:
-            if not placed:
-                self._drop(slot)
-            raise
-        finally:
-            self._sem.release()  # then the place
-        if dropped:
+        now = monotonic()
+        self._report_leaks(now, returning=slot)
+        keep = not self._closed and (
+            self._max_lifetime is None or now - slot.created_at <= self._max_lifetime
+        )
+        if keep and self._reset is not None:
+            try:
+                self._reset(slot.resource)
+            except Exception:
+                logger.warning(
+                    "pool %r: reset() raised; the resource is closed",
+                    self._name,
+                    exc_info=True,
+                )
+                keep = False
+        placed = False
+        if keep:
+            with self._lock:
+                if not self._closed and self._size <= self._max_size:
+                    slot.returned_at = monotonic()
+                    self._idle.append(slot)  # first the resource,
+                    self._notify()
+                    placed = True
+        if not placed:
+            self._drop(slot)
+        self._sem._release_from(place)  # then the place
+        if not placed and self._size < self._min_size:
             self._top_up(raise_errors=False)
 
     def discard(self, resource: T) -> None:
@@ -585,34 +741,57 @@ class ResourcePool(Generic[T]):
         checked out from this pool. If fewer than min_size resources are left,
         a new one is made (a factory error is logged, not raised).
         """
-        with self._lock:
-            slot = self._in_use.pop(id(resource), None)
-            if slot is None:
-                raise ValueError(f"{resource!r} is not checked out from pool {self._name!r}")
-            slot.discarded = True
+        place = [1]
+        slot: _Slot[T] | None = None
         try:
-            try:
-                self._report_leaks(monotonic(), returning=slot)
-            finally:
-                self._drop(slot)
-        finally:
-            self._sem.release()
+            with self._lock:
+                key = id(resource)
+                found = self._in_use.get(key)
+                if found is None or found.resource is not resource:
+                    raise ValueError(f"{resource!r} is not checked out from pool {self._name!r}")
+                slot = found
+                slot.discarded = True
+                del self._in_use[key]
+            self._report_leaks(monotonic(), returning=slot)
+            self._drop(slot)
+            self._sem._release_from(place)
+        except BaseException:
+            if slot is not None:
+                self._finish_return(slot, place)
+            raise
         self._top_up(raise_errors=False)
 
     def _drop(self, slot: _Slot[T]) -> None:
         """Closes a resource the caller took out of the pool's structures, then
-        frees its place in _size. The lock must not be held."""
+        frees its place in _size. The lock must not be held. Idempotent: a
+        resource is closed once, and its place freed once, however often
+        this runs (an interrupted caller's handler may run it again)."""
         try:
-            if self._close_func is not None:
+            if self._close_func is not None and not slot.closing:
+                slot.closing = True
                 try:
                     self._close_func(slot.resource)
                 except Exception:
                     logger.warning("pool %r: close() raised", self._name, exc_info=True)
         finally:
             with self._lock:
-                self._size -= 1
-                self._closed_count += 1
-                self._notify()
+                if self._live.get(slot.key) is slot:
+                    del self._live[slot.key]
+                    self._size -= 1
+                    self._closed_count += 1
+                    self._notify()
+
+    def _drop_all(self, slots: list[_Slot[T]]) -> None:
+        """Drops every slot, even when dropping one raises (the first
+        exception is raised at the end)."""
+        error: BaseException | None = None
+        for slot in slots:
+            try:
+                self._drop(slot)
+            except BaseException as exc:
+                error = error or exc
+        if error is not None:
+            raise error
 
     def _notify(self) -> None:
         # With the lock held: wake whoever waits for room or for close().
@@ -626,13 +805,39 @@ class ResourcePool(Generic[T]):
                 if self._closed or self._size >= self._min_size or self._size >= self._max_size:
                     return
                 self._size += 1
+            made: _Slot[T] | None = None
             try:
-                resource = self._factory()
+                made = _Slot(self._factory(), monotonic())
+                with self._lock:
+                    self._created += 1
+                    if made.key in self._live:
+                        raise PoolError(
+                            f"factory() of pool {self._name!r} returned {made.resource!r}, an"
+                            " object the pool already holds; each resource must be a distinct"
+                            " object"
+                        )
+                    self._live[made.key] = made
+                    if self._closed:
+                        raise PoolClosed(f"pool {self._name!r} is closed")
+                    self._idle.append(made)
+                    self._notify()
             except BaseException as exc:
                 with self._lock:
-                    self._size -= 1
-                    self._factory_errors += 1
-                    self._notify()
+                    placed = made is not None and self._live.get(made.key) is made
+                    if not placed:
+                        self._size -= 1
+                        self._notify()
+                        if not isinstance(exc, PoolClosed):
+                            self._factory_errors += 1
+                    # Placed in _live but not on the stack, or made and never
+                    # placed (then closed, not counted; a duplicate is not ours).
+                    loose = made is not None and (
+                        self._is_loose(made) if placed else made.key not in self._live
+                    )
+                if loose:
+                    self._drop(made)  # type: ignore[arg-type]
+                if isinstance(exc, PoolClosed):
+                    return
                 if raise_errors or not isinstance(exc, Exception):
                     raise
                 logger.warning(
@@ -642,16 +847,6 @@ class ResourcePool(Generic[T]):
                     exc_info=True,
                 )
                 return
-            slot = _Slot(resource, monotonic())
-            with self._lock:
-                self._created += 1
-                if not self._closed:
-                    self._idle.append(slot)
-                    if self._room_waiters:
-                        self._cond.notify_all()
-                    continue
-            self._drop(slot)
-            return
 
     # -- lease --
 
@@ -660,9 +855,13 @@ class ResourcePool(Generic[T]):
 
         Return a context manager: acquire(timeout) on entry, giving the
         resource to the ``as`` target, and release() on exit, even when the
-        block raises. If the block discards the resource, the exit has
-        nothing to give back.
+        block raises. If the block releases or discards the resource itself,
+        the exit has nothing to give back. A lease serves one ``with`` block:
+        entering it again (nested, or from another thread) raises
+        RuntimeError; call lease() for each block.
         """
+        if timeout is not _DEFAULT:
+            timeout = _timeout(timeout)
         return _Lease(self, timeout)
 
     # -- leaks --
@@ -726,11 +925,16 @@ class ResourcePool(Generic[T]):
                 # semaphore's bound and _max_size in step; it never blocks.
                 self._sem.resize(new_max)
             self._max_size, self._min_size = new_max, new_min
-            while self._size - len(trimmed) > new_max and self._idle:
-                trimmed.append(self._idle.popleft())
-            self._notify()
-        for slot in trimmed:
-            self._drop(slot)
+        try:
+            with self._lock:
+                idle = self._idle
+                while self._size - len(trimmed) > self._max_size and idle:
+                    slot = idle[0]
+                    del idle[0]
+                    trimmed.append(slot)
+                self._notify()
+        finally:
+            self._drop_all(trimmed)
         self._top_up(raise_errors=True)
 
     def stats(self) -> PoolStats:
@@ -753,7 +957,7 @@ class ResourcePool(Generic[T]):
                 size=self._size,
                 idle=len(self._idle),
                 in_use=len(self._in_use),
-                waiting=sem_stats.waiting + self._room_waiters,
+                waiting=sem_stats.waiting + len(self._room_waiters),
                 max_size=self._max_size,
                 min_size=self._min_size,
                 created=self._created,
@@ -777,21 +981,21 @@ class ResourcePool(Generic[T]):
         are closed when they are returned (release() and discard() still
         work). With a timeout, wait up to that many seconds for them to come
         back and be closed. Return True if no resource is left alive. Closing
-        again only waits (if asked).
+        again only waits (if asked), and closes what an interrupted close()
+        left.
         """
-        wait_for = _seconds(timeout, "timeout", positive=False)
-        with self._lock:
-            first = not self._closed
-            self._closed = True
-            idle = list(self._idle)
-            self._idle.clear()
-            self._unreported.clear()
-            if self._room_waiters:
-                self._cond.notify_all()
-        if first:
-            self._sem.close()
-        for slot in idle:
-            self._drop(slot)
+        wait_for = _timeout(timeout)
+        idle: list[_Slot[T]] = []
+        try:
+            with self._lock:
+                self._closed = True
+                idle = list(self._idle)
+                self._idle.clear()
+                self._unreported.clear()
+                self._notify()
+            self._sem.close()  # idempotent
+        finally:
+            self._drop_all(idle)
         with self._lock:
             if wait_for is not None and self._size:
                 deadline = monotonic() + wait_for
@@ -819,21 +1023,38 @@ class ResourcePool(Generic[T]):
 
 
 class _Lease(Generic[T]):
-    """What ResourcePool.lease() returns."""
+    """What ResourcePool.lease() returns: one checkout for one with block.
 
-    __slots__ = ("_pool", "_slot", "_timeout")
+    It remembers which checkout of the resource was its own, so that its
+    exit gives back that one only (never a later checkout of the same
+    resource by someone else, when the block gave it back itself), and it
+    refuses a second entry."""
+
+    __slots__ = ("_checkout", "_pool", "_slot", "_ticket", "_timeout")
 
     def __init__(self, pool: ResourcePool[T], timeout: float | _Default | None) -> None:
         self._pool = pool
         self._timeout = timeout
         self._slot: _Slot[T] | None = None
+        self._checkout = 0
+        # Popped by the one entry allowed: list.pop() is atomic, so of two
+        # threads entering at once exactly one gets it.
+        self._ticket = [True]
 
     def __enter__(self) -> T:
+        try:
+            self._ticket.pop()
+        except IndexError:
+            raise RuntimeError(
+                "this lease was entered already: call pool.lease() for each with block"
+            ) from None
         pool = self._pool
         resource = pool.acquire(self._timeout)
-        # The slot tells __exit__ whether the block discarded the resource.
-        # (A dict read is atomic, also on free-threaded builds.)
-        self._slot = pool._in_use.get(id(resource))
+        # A dict read is atomic, also on free-threaded builds.
+        slot = pool._in_use.get(id(resource))
+        if slot is not None:
+            self._checkout = slot.checkouts
+        self._slot = slot
         return resource
 
     def __exit__(
@@ -843,6 +1064,5 @@ class _Lease(Generic[T]):
         tb: TracebackType | None,
     ) -> None:
         slot, self._slot = self._slot, None
-        if slot is None or slot.discarded:
-            return
-        self._pool.release(slot.resource)
+        if slot is not None:
+            self._pool._give_back(slot.resource, (slot, self._checkout))

@@ -125,6 +125,30 @@ class _Waiter:
             self.wakeup.release()
 
 
+# The slots __init__ sets: reading one before it ran is an error of its own.
+_STATE_SLOTS = frozenset(
+    {
+        "_acquisitions",
+        "_closed",
+        "_count",
+        "_debt",
+        "_fair",
+        "_fork_generation",
+        "_max_value",
+        "_mutex",
+        "_queue",
+        "_stats",
+        "_tracker",
+    }
+)
+
+
+def _not_initialised(sem: object) -> RuntimeError:
+    return RuntimeError(
+        f"this {type(sem).__name__} is not initialised: its __init__() was not called"
+    )
+
+
 class Semaphore:
     """Semaphore(value=1, *, fair=True, track_holders=False)
 
@@ -161,10 +185,14 @@ class Semaphore:
     )
 
     def __init__(self, value: int = 1, *, fair: bool = True, track_holders: bool = False) -> None:
-        self._configure(value, -1, fair, track_holders)
+        self._configure(value, False, fair, track_holders)
 
-    def _configure(self, value: object, max_value: int, fair: object, track: object) -> None:
+    def _configure(self, value: object, bounded: bool, fair: object, track: object) -> None:
+        # Every argument is converted and checked once, before any state is
+        # set: a conversion that raises leaves the object as it was.
         count = _as_count(value)
+        is_fair = bool(fair)
+        tracker = HolderTracker() if track else None
         if count < 0:
             raise ValueError("semaphore initial value must be >= 0")
         if getattr(self, "_initialized", False):
@@ -173,8 +201,8 @@ class Semaphore:
             raise _too_many()
         self._mutex = _allocate_lock()
         self._count = count
-        self._max_value = max_value
-        self._fair = bool(fair)
+        self._max_value = count if bounded else -1
+        self._fair = is_fair
         self._closed = False
         self._debt = 0  # permits a lowered bound still takes from releases
         self._queue: deque[_Waiter] = deque()
@@ -183,8 +211,15 @@ class Semaphore:
         # contended, timeouts, interrupts, max_waiting, wait_total_ns,
         # wait_max_ns, then the histogram: made at the first wait.
         self._stats: list[int] | None = None
-        self._tracker = HolderTracker() if track else None
+        self._tracker = tracker
         self._initialized = True
+
+    def __getattr__(self, name: str) -> Any:
+        # Reached only when a slot was never set: __init__ has not run (a
+        # subclass that does not call it). The C version says the same.
+        if name in _STATE_SLOTS:
+            raise _not_initialised(self)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __reduce__(self) -> str | tuple[Any, ...]:
         raise TypeError(f"cannot pickle {type(self).__name__!r} object")
@@ -192,6 +227,8 @@ class Semaphore:
     def __repr__(self) -> str:
         cls = type(self)
         module = "fastsem" if cls.__module__ == __name__ else cls.__module__
+        if not getattr(self, "_initialized", False):
+            return f"<{module}.{cls.__qualname__} at {id(self):#x}: uninitialised>"
         return f"<{module}.{cls.__qualname__} at {id(self):#x}: value={self.value}>"
 
     def _lock(self) -> LockType:
@@ -293,12 +330,23 @@ class Semaphore:
         Ctrl-C) leaves the queue and takes nothing. On a closed semaphore,
         raise SemaphoreClosed.
         """
+        return self._acquire_into(None, blocking, timeout, n)
+
+    def _acquire_into(
+        self, receipt: list[int] | None, blocking: bool = True, timeout: object = None, n: int = 1
+    ) -> bool:
+        # acquire() for fastsem's own callers (hold(), the pool) too: the
+        # count is appended to receipt in the critical section that takes
+        # the permits (or right after the grant), so that the caller can tell
+        # whether it holds them when an exception arrives on the way out.
+        # Never an acquire() that a subclass overrides.
         n = _as_count(n)
         deadline = None
         if timeout is not None:
             if not blocking:
                 raise ValueError("can't specify timeout for non-blocking acquire")
             deadline = _deadline(timeout)
+        record = self._tracker.record(n) if self._tracker is not None else None
         with self._lock():
             self._check_request(n)
             if self._closed:
@@ -307,6 +355,8 @@ class Semaphore:
                 self._count -= n
                 self._acquisitions += 1
                 waiter = None
+                if receipt is not None:
+                    receipt.append(n)
             elif not blocking:
                 return False
             else:
@@ -314,11 +364,19 @@ class Semaphore:
                 self._queue.append(waiter)
                 stats = self._statistics_list()
                 stats[3] = max(stats[3], len(self._queue))
-        if waiter is not None and not self._wait(waiter, deadline):
-            return False
-        if self._tracker is not None:
-            self._tracker.acquired(n)
+        if waiter is not None:
+            if not self._wait(waiter, deadline):
+                return False
+            if receipt is not None:
+                receipt.append(n)
+        if record is not None:
+            self._tracker.records[next(self._tracker.keys)] = record  # type: ignore[union-attr]
         return True
+
+    def _release_from(self, receipt: list[int]) -> None:
+        # Releases the last count in receipt and removes it, together.
+        self.release(receipt[-1])
+        receipt.pop()
 
     def _wait(self, waiter: _Waiter, deadline: float | None) -> bool:
         try:
@@ -403,7 +461,21 @@ class Semaphore:
         initial value; nothing is released then.
         """
         n = _as_count(n)
+        tracker = self._tracker
         _check_count(n)
+        if tracker is None:
+            self._release(n)
+            return
+        # Charge computed first, applied once the permits are back (see
+        # HolderTracker).
+        with tracker.lock:
+            shrunk, gone = tracker.charge(n)
+            self._release(n)
+            tracker.records.update(shrunk)
+            for key in gone:
+                tracker.records.pop(key, None)
+
+    def _release(self, n: int) -> None:
         with self._lock():
             if self._max_value >= 0 and n > self._max_value - self._count + self._debt:
                 raise ValueError("Semaphore released too many times")
@@ -411,11 +483,11 @@ class Semaphore:
                 raise _too_many()
             self._put(n)
             self._dispatch()
-        if self._tracker is not None:
-            self._tracker.released(n)
 
     def __enter__(self) -> bool:
-        return self.acquire()
+        # As threading's: `with` never calls an acquire() a subclass
+        # overrides, and ends in release(), which it may override.
+        return self._acquire_into(None)
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.release()
@@ -454,12 +526,15 @@ class Semaphore:
         none are free for the taking (the free ones are the head waiter's);
         likewise in non-fair mode while a starving waiter heads the queue.
         """
+        tracker = self._tracker
+        record = tracker.record(0) if tracker is not None else None
         with self._lock():
             if self._head_owns_free_permits():
                 return 0
             taken, self._count = self._count, 0
-        if taken and self._tracker is not None:
-            self._tracker.acquired(taken)
+        if taken and record is not None:
+            record[2] = taken
+            tracker.records[next(tracker.keys)] = record  # type: ignore[union-attr]
         return taken
 
     def statistics(self) -> SemaphoreStatistics:
@@ -523,11 +598,13 @@ class BoundedSemaphore(Semaphore):
     __slots__ = ()
 
     def __init__(self, value: int = 1, *, fair: bool = True, track_holders: bool = False) -> None:
-        self._configure(value, _as_count(value), fair, track_holders)
+        self._configure(value, True, fair, track_holders)
 
     def __repr__(self) -> str:
         cls = type(self)
         module = "fastsem" if cls.__module__ == __name__ else cls.__module__
+        if not getattr(self, "_initialized", False):
+            return f"<{module}.{cls.__qualname__} at {id(self):#x}: uninitialised>"
         return (
             f"<{module}.{cls.__qualname__} at {id(self):#x}: value={self.value}/{self.max_value}>"
         )
@@ -540,6 +617,8 @@ class BoundedSemaphore(Semaphore):
         below 0 is a ValueError.
         """
         bound = _as_count(new_max)
+        if not getattr(self, "_initialized", False):
+            raise _not_initialised(self)
         if bound < 0:
             raise ValueError("the bound must be >= 0")
         if bound > COUNT_MAX:
