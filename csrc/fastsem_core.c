@@ -809,8 +809,10 @@ static int state_take_or_mark_waiting(fs_state *st, fs_count n)
 
 int fs_sem_init(fs_sem *s, fs_count value, fs_count max_value, int fair)
 {
-    if (value < 0 || (max_value >= 0 && value > max_value))
-        return FS_EINVAL;
+    if (value < 0)
+        return FS_BAD_VALUE;
+    if (max_value >= 0 && value > max_value)
+        return FS_OVER_BOUND;
     if (value > FS_COUNT_MAX || max_value > FS_COUNT_MAX)
         return FS_OVERFLOW;
     pthread_once(&g_once, global_init);
@@ -851,10 +853,10 @@ void fs_sem_destroy(fs_sem *s)
 static int check_request(fs_state *st, fs_count n)
 {
     if (n < 1)
-        return FS_EINVAL;
+        return FS_BAD_COUNT;
     fs_count max = state_max(st);
     if (max >= 0 && n > max) // a bounded semaphore never holds more
-        return FS_EINVAL;
+        return FS_OVER_MAX;
     return n > FS_COUNT_MAX ? FS_OVERFLOW : FS_OK;
 }
 
@@ -1007,7 +1009,7 @@ static int waiter_outcome(int state)
     case FS_W_CLOSED:
         return FS_CLOSED;
     default:
-        return FS_EINVAL; // FS_W_REJECTED
+        return FS_OVER_MAX; // FS_W_REJECTED: the bound was lowered below its request
     }
 }
 
@@ -1176,7 +1178,7 @@ int fs_sem_release(fs_sem *s, fs_count n)
 {
     fs_state *st = &s->st;
     if (n < 1)
-        return FS_EINVAL;
+        return FS_BAD_COUNT;
     if (word_try_put(st, n, 0) == FS_OK)
         return FS_OK; // nobody waits: no lock, no system call
     sem_lock(s);
@@ -1230,8 +1232,10 @@ fs_count fs_sem_drain(fs_sem *s)
 int fs_sem_resize(fs_sem *s, fs_count new_max)
 {
     fs_state *st = &s->st;
-    if (new_max < 0 || state_max(st) < 0)
-        return FS_EINVAL;
+    if (new_max < 0)
+        return FS_BAD_BOUND;
+    if (state_max(st) < 0)
+        return FS_UNBOUNDED;
     if (new_max > FS_COUNT_MAX)
         return FS_OVERFLOW;
     sem_lock(s);

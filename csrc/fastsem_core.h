@@ -35,18 +35,24 @@
 extern "C" {
 #endif
 
-/* Status codes. */
+/* Status codes. Each failure has its own, so that a caller can map them to
+ * its errors one to one; on failure nothing has changed. */
 enum {
     FS_OK = 0,          /* the permits are the caller's */
     FS_WOULD_BLOCK = 1, /* try_acquire: not available without waiting */
     FS_QUEUED = 2,      /* acquire_or_enqueue: the node is now in the queue */
     FS_TIMEOUT = 3,     /* the deadline passed; the node has left the queue */
     FS_PAUSED = 4,      /* wake_by passed; the node is still queued */
-    FS_OVER_BOUND = 5,  /* release: the count would pass the bound; nothing changed */
-    FS_OVERFLOW = 6,    /* release: the count would not fit in fs_count; nothing changed */
-    FS_EINVAL = 7,      /* bad argument (n < 1, negative value, ...) */
-    FS_ENOMEM = 8,      /* pthread primitive could not be initialised */
-    FS_CLOSED = 9       /* the semaphore is closed: no acquire can succeed */
+    FS_OVER_BOUND = 5,  /* release, init: the count would pass the bound */
+    FS_OVERFLOW = 6,    /* a count or request past FS_COUNT_MAX */
+    FS_BAD_COUNT = 7,   /* acquire, release: n < 1 */
+    FS_ENOMEM = 8,      /* a pthread primitive could not be initialised */
+    FS_CLOSED = 9,      /* the semaphore is closed: no acquire can succeed */
+    FS_OVER_MAX = 10,   /* acquire: n is more than a bounded semaphore's bound,
+                           now or (from fs_sem_wait) after a resize lowered it */
+    FS_BAD_VALUE = 11,  /* init: a negative initial value */
+    FS_BAD_BOUND = 12,  /* resize: a negative bound */
+    FS_UNBOUNDED = 13   /* resize: the semaphore has no bound to move */
 };
 
 typedef long long fs_count;
@@ -173,15 +179,15 @@ typedef struct fs_sem {
     fs_state st;
 } fs_sem;
 
-/* Returns FS_OK, FS_EINVAL (value < 0, or max_value >= 0 and value > max_value),
- * FS_OVERFLOW (value or max_value > FS_COUNT_MAX) or FS_ENOMEM. max_value < 0
- * means unbounded. */
+/* Returns FS_OK, FS_BAD_VALUE (value < 0), FS_OVER_BOUND (max_value >= 0 and
+ * value > max_value), FS_OVERFLOW (value or max_value > FS_COUNT_MAX) or
+ * FS_ENOMEM. max_value < 0 means unbounded. */
 int fs_sem_init(fs_sem *s, fs_count value, fs_count max_value, int fair);
 void fs_sem_destroy(fs_sem *s);
 
-/* Takes n permits if that needs no wait: FS_OK or FS_WOULD_BLOCK; FS_EINVAL
- * for n < 1 or past the bound, FS_OVERFLOW past FS_COUNT_MAX, FS_CLOSED. In
- * fair mode it never overtakes a queued waiter. */
+/* Takes n permits if that needs no wait: FS_OK or FS_WOULD_BLOCK; FS_BAD_COUNT
+ * for n < 1, FS_OVER_MAX past the bound, FS_OVERFLOW past FS_COUNT_MAX,
+ * FS_CLOSED. In fair mode it never overtakes a queued waiter. */
 int fs_sem_try_acquire(fs_sem *s, fs_count n);
 
 /* As try_acquire, but on FS_WOULD_BLOCK queues w (at the tail) in the same
@@ -192,7 +198,7 @@ int fs_sem_acquire_or_enqueue(fs_sem *s, fs_waiter *w, fs_count n);
  * the grant and the deadline meet), FS_TIMEOUT at `deadline` (w has left the
  * queue, and whoever it held back has been reconsidered), FS_PAUSED at
  * `wake_by` (w keeps its place; with a finite wake_by also earlier, when a
- * signal handler interrupted the wait: Linux), FS_CLOSED if the semaphore was closed, FS_EINVAL
+ * signal handler interrupted the wait: Linux), FS_CLOSED if the semaphore was closed, FS_OVER_MAX
  * if a lowered bound turned the request away (in both cases w has left the
  * queue). Either time may be FS_FOREVER. FS_ENOMEM only
  * if, in a fork child, the node could not be queued again (w is finished). */
@@ -243,7 +249,7 @@ void fs_sem_set_spin(fs_sem *s, fs_time head_ns, fs_time next_ns);
 #define FS_STARVE_NS 1000000
 void fs_sem_set_starve(fs_sem *s, fs_time ns);
 
-/* Adds n permits and hands them to the oldest waiters. FS_OK, FS_EINVAL
+/* Adds n permits and hands them to the oldest waiters. FS_OK, FS_BAD_COUNT
  * (n < 1), FS_OVER_BOUND or FS_OVERFLOW (nothing changed on failure). */
 int fs_sem_release(fs_sem *s, fs_count n);
 
@@ -264,8 +270,9 @@ fs_count fs_sem_drain(fs_sem *s);
 
 /* Bounded semaphores: a new bound. Raising it adds permits and serves the
  * queue; lowering it takes free permits now and the rest from later releases;
- * queued requests larger than the new bound are turned away (FS_EINVAL from
- * fs_sem_wait). FS_OK, or FS_EINVAL (unbounded, or new_max < 0). */
+ * queued requests larger than the new bound are turned away (FS_OVER_MAX from
+ * fs_sem_wait). FS_OK, FS_BAD_BOUND (new_max < 0), FS_UNBOUNDED or
+ * FS_OVERFLOW (new_max > FS_COUNT_MAX). */
 int fs_sem_resize(fs_sem *s, fs_count new_max);
 
 /* The histogram bucket a wait of that many nanoseconds is counted in. */

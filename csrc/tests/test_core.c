@@ -198,7 +198,7 @@ static void *waiter_main(void *p)
         if (rc == FS_PAUSED)
             rc = FS_QUEUED;
     }
-    CHECK(rc == FS_OK || rc == FS_TIMEOUT || rc == FS_CLOSED || rc == FS_EINVAL);
+    CHECK(rc == FS_OK || rc == FS_TIMEOUT || rc == FS_CLOSED || rc == FS_OVER_MAX);
     if (rc == FS_OK && a->rec) {
         pthread_mutex_lock(&a->rec->m);
         a->rec->ids[a->rec->n++] = a->id;
@@ -245,10 +245,10 @@ static void test_basic(void)
 {
     fs_sem s;
     for (int fair = 0; fair <= 1; fair++) {
-        CHECK_EQ(fs_sem_init(&s, -1, -1, fair), FS_EINVAL);
-        CHECK_EQ(fs_sem_init(&s, -1, 3, fair), FS_EINVAL);
-        CHECK_EQ(fs_sem_init(&s, 4, 3, fair), FS_EINVAL);
-        CHECK_EQ(fs_sem_init(&s, LLONG_MIN, -1, fair), FS_EINVAL);
+        CHECK_EQ(fs_sem_init(&s, -1, -1, fair), FS_BAD_VALUE);
+        CHECK_EQ(fs_sem_init(&s, -1, 3, fair), FS_BAD_VALUE);
+        CHECK_EQ(fs_sem_init(&s, 4, 3, fair), FS_OVER_BOUND);
+        CHECK_EQ(fs_sem_init(&s, LLONG_MIN, -1, fair), FS_BAD_VALUE);
 
         /* Bounded, starting full. */
         CHECK_EQ(fs_sem_init(&s, 3, 3, fair), FS_OK);
@@ -262,19 +262,19 @@ static void test_basic(void)
         CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_WOULD_BLOCK);
         CHECK_EQ(fs_sem_value(&s), 0);
         /* n < 1 */
-        CHECK_EQ(fs_sem_try_acquire(&s, 0), FS_EINVAL);
-        CHECK_EQ(fs_sem_try_acquire(&s, -1), FS_EINVAL);
-        CHECK_EQ(fs_sem_try_acquire(&s, LLONG_MIN), FS_EINVAL);
-        CHECK_EQ(fs_sem_release(&s, 0), FS_EINVAL);
-        CHECK_EQ(fs_sem_release(&s, -5), FS_EINVAL);
-        CHECK_EQ(fs_sem_release(&s, LLONG_MIN), FS_EINVAL);
+        CHECK_EQ(fs_sem_try_acquire(&s, 0), FS_BAD_COUNT);
+        CHECK_EQ(fs_sem_try_acquire(&s, -1), FS_BAD_COUNT);
+        CHECK_EQ(fs_sem_try_acquire(&s, LLONG_MIN), FS_BAD_COUNT);
+        CHECK_EQ(fs_sem_release(&s, 0), FS_BAD_COUNT);
+        CHECK_EQ(fs_sem_release(&s, -5), FS_BAD_COUNT);
+        CHECK_EQ(fs_sem_release(&s, LLONG_MIN), FS_BAD_COUNT);
         fs_waiter w;
-        CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 0), FS_EINVAL);
+        CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 0), FS_BAD_COUNT);
         CHECK_EQ(fs_sem_waiting(&s), 0);
         /* More than the bound can ever hold: an error, not a wait forever. */
-        CHECK_EQ(fs_sem_try_acquire(&s, 4), FS_EINVAL);
-        CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 4), FS_EINVAL);
-        CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, LLONG_MAX), FS_EINVAL);
+        CHECK_EQ(fs_sem_try_acquire(&s, 4), FS_OVER_MAX);
+        CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 4), FS_OVER_MAX);
+        CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, LLONG_MAX), FS_OVER_MAX);
         CHECK_EQ(fs_sem_waiting(&s), 0);
         CHECK_EQ(fs_sem_value(&s), 0);
         /* Release up to the bound, and no further. */
@@ -297,7 +297,7 @@ static void test_basic(void)
 
         /* A bound of 0 holds nothing. */
         CHECK_EQ(fs_sem_init(&s, 0, 0, fair), FS_OK);
-        CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_EINVAL);
+        CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_OVER_MAX);
         CHECK_EQ(fs_sem_release(&s, 1), FS_OVER_BOUND);
         CHECK_EQ(fs_sem_value(&s), 0);
         fs_sem_destroy(&s);
@@ -1138,10 +1138,11 @@ static void test_lifecycle(void)
 
     /* resize: errors. */
     CHECK_EQ(fs_sem_init(&s, 1, -1, 1), FS_OK);
-    CHECK_EQ(fs_sem_resize(&s, 5), FS_EINVAL); /* unbounded */
+    CHECK_EQ(fs_sem_resize(&s, 5), FS_UNBOUNDED);
+    CHECK_EQ(fs_sem_resize(&s, -1), FS_BAD_BOUND);
     fs_sem_destroy(&s);
     CHECK_EQ(fs_sem_init(&s, 1, 1, 1), FS_OK);
-    CHECK_EQ(fs_sem_resize(&s, -1), FS_EINVAL);
+    CHECK_EQ(fs_sem_resize(&s, -1), FS_BAD_BOUND);
     CHECK_EQ(fs_sem_resize(&s, FS_COUNT_MAX + 1), FS_OVERFLOW);
     CHECK_EQ(fs_sem_max_value(&s), 1);
     fs_sem_destroy(&s);
@@ -1194,7 +1195,7 @@ static void test_lifecycle(void)
     WAIT_FOR(fs_sem_waiting(&s) == 2);
     CHECK_EQ(fs_sem_resize(&s, 2), FS_OK);
     join_thread(a[0].th);
-    CHECK_EQ(waiter_rc(&a[0]), FS_EINVAL);
+    CHECK_EQ(waiter_rc(&a[0]), FS_OVER_MAX);
     CHECK_EQ(fs_sem_waiting(&s), 1);
     CHECK_EQ(fs_sem_release(&s, 1), FS_OK); /* 3 held, bound 2: pays the debt */
     CHECK_EQ(fs_sem_waiting(&s), 1);
@@ -1317,7 +1318,7 @@ static void *life_worker(void *p)
             c->closed++;
             nap_us(50);
         } else {
-            CHECK(rc == FS_TIMEOUT || rc == FS_EINVAL);
+            CHECK(rc == FS_TIMEOUT || rc == FS_OVER_MAX);
         }
     }
     return NULL;

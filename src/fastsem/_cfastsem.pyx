@@ -48,9 +48,13 @@ cdef extern from "fastsem_core.h" nogil:
         FS_PAUSED
         FS_OVER_BOUND
         FS_OVERFLOW
-        FS_EINVAL
+        FS_BAD_COUNT
         FS_ENOMEM
         FS_CLOSED
+        FS_OVER_MAX
+        FS_BAD_VALUE
+        FS_BAD_BOUND
+        FS_UNBOUNDED
 
     ctypedef struct fs_waiter:
         int relay_owed
@@ -173,27 +177,27 @@ cdef inline fs_count _as_count(object n) except? -1:
     return PyNumber_Index(n)
 
 
-cdef inline int _check_count(fs_count n) except -1:
-    if n < 1:
-        raise ValueError("n must be one or more")
-    return 0
-
-
 cdef int _raise_for(int rc, fs_count count, Semaphore sem) except -1:
-    """The exception for a core status that is not success."""
-    cdef fs_count bound
+    """Raises the exception of a core failure: one status, one exception.
+    count is the request (n, or the new bound of resize())."""
     if rc == FS_CLOSED:
         raise SemaphoreClosed("the semaphore is closed")
-    _check_count(count)
+    if rc == FS_BAD_COUNT:
+        raise ValueError("n must be one or more")
+    if rc == FS_OVER_MAX:
+        raise ValueError(f"cannot acquire {count} permits from a semaphore "
+                         f"bounded at {fs_sem_max_value(&sem._sem)}")
     if rc == FS_OVER_BOUND:
         raise ValueError("Semaphore released too many times")
     if rc == FS_OVERFLOW:
         raise OverflowError(f"a semaphore counts at most {FS_COUNT_MAX} permits")
-    if rc == FS_EINVAL:
-        bound = fs_sem_max_value(&sem._sem)
-        raise ValueError(
-            f"cannot acquire {count} permits from a semaphore bounded at {bound}")
-    raise MemoryError("could not initialise a wait")
+    if rc == FS_BAD_VALUE:
+        raise ValueError("semaphore initial value must be >= 0")
+    if rc == FS_BAD_BOUND:
+        raise ValueError("the bound must be >= 0")
+    if rc == FS_ENOMEM:
+        raise MemoryError("could not initialise a wait")
+    raise SystemError(f"fastsem: unexpected status {rc} from the core")
 
 
 cdef str _public_module(type cls):
@@ -458,12 +462,11 @@ cdef class BoundedSemaphore(Semaphore):
         below 0 is a ValueError.
         """
         cdef fs_count bound = _as_count(new_max)
-        cdef int rc
-        if bound < 0:
-            raise ValueError("the bound must be >= 0")
-        rc = fs_sem_resize(&self._sem, bound)
-        if rc == FS_OVERFLOW:
-            raise OverflowError(f"a semaphore counts at most {FS_COUNT_MAX} permits")
+        cdef int rc = fs_sem_resize(&self._sem, bound)
+        # FS_UNBOUNDED: only if __init__ never ran (a bounded semaphore made
+        # by __new__ alone); resize() has always done nothing then.
+        if rc != FS_OK and rc != FS_UNBOUNDED:
+            _raise_for(rc, bound, self)
 
     @property
     def max_value(self):
