@@ -209,6 +209,16 @@ int fs_sem_wait(fs_sem *s, fs_waiter *w, fs_time deadline, fs_time wake_by);
  * if a grant was passed on, 0 if w was still waiting. */
 int fs_sem_cancel(fs_sem *s, fs_waiter *w);
 
+/* What the last fs_sem_wait left in w. */
+static inline int fs_waiter_relay_owed(const fs_waiter *w)
+{
+    return w->relay_owed;
+}
+static inline int fs_waiter_spun(const fs_waiter *w)
+{
+    return w->spun;
+}
+
 /* Waiters whose outcome is decided together (release(n), close, resize) are
  * woken one after the other: fs_sem_wait wakes the next before it returns.
  * After fs_sem_defer_relay(s), it leaves that to its caller instead: when it
@@ -235,7 +245,8 @@ void fs_sem_defer_compete(fs_sem *s);
  * waiters behind it look for up to next_ns, yielding the CPU between looks: a
  * handoff that comes meanwhile costs no wake-up (a futex wake-up of an idle
  * CPU takes 5-50 us on a VM, at times milliseconds; the next release often
- * comes sooner). fs_sem_wait then returns with w->spun set. The defaults are
+ * comes sooner). fs_sem_wait then returns with w->spun set (fs_waiter_spun).
+ * The defaults are
  * FS_SPIN_NS and FS_YIELD_SPIN_NS, or 0 and 0 on a single CPU (where the
  * releaser cannot run while the waiter spins). 0 turns either off. */
 #define FS_SPIN_NS 20000
@@ -259,6 +270,12 @@ fs_count fs_sem_value(fs_sem *s);
 size_t fs_sem_waiting(fs_sem *s);
 fs_count fs_sem_max_value(fs_sem *s); /* -1 if unbounded */
 int fs_sem_closed(fs_sem *s);
+
+/* 1 in fair mode, 0 in non-fair mode (fixed by fs_sem_init). */
+static inline int fs_sem_fair(const fs_sem *s)
+{
+    return s->st.fair;
+}
 
 /* Turns away every queued waiter and every later acquire (FS_CLOSED);
  * releases still work. Idempotent. */

@@ -180,7 +180,7 @@ typedef struct waiter_t {
                           again), as the binding does to run signal handlers */
     atomic_int first_rc; /* what acquire_or_enqueue said, -1 before */
     atomic_int rc;       /* final status, -1 before */
-    atomic_int spun;     /* w.spun after the last fs_sem_wait */
+    atomic_int spun;     /* fs_waiter_spun after the last fs_sem_wait */
     pthread_t th;
 } waiter_t;
 
@@ -194,7 +194,7 @@ static void *waiter_main(void *p)
     while (rc == FS_QUEUED) {
         fs_time wake_by = a->pause_us > 0 ? fs_now() + (fs_time)a->pause_us * 1000 : FS_FOREVER;
         rc = fs_sem_wait(a->s, &w, deadline, wake_by);
-        atomic_store(&a->spun, w.spun);
+        atomic_store(&a->spun, fs_waiter_spun(&w));
         if (rc == FS_PAUSED)
             rc = FS_QUEUED;
     }
@@ -252,6 +252,7 @@ static void test_basic(void)
 
         /* Bounded, starting full. */
         CHECK_EQ(fs_sem_init(&s, 3, 3, fair), FS_OK);
+        CHECK_EQ(fs_sem_fair(&s), fair);
         CHECK_EQ(fs_sem_value(&s), 3);
         CHECK_EQ(fs_sem_waiting(&s), 0);
         CHECK_EQ(fs_sem_try_acquire(&s, 2), FS_OK);
@@ -634,9 +635,9 @@ static void *relay_waiter_main(void *p)
         if (rc == FS_PAUSED)
             rc = FS_QUEUED;
     }
-    atomic_store(&a->owed, w.relay_owed);
+    atomic_store(&a->owed, fs_waiter_relay_owed(&w));
     atomic_store(&a->rc, rc);
-    if (w.relay_owed) {
+    if (fs_waiter_relay_owed(&w)) {
         while (!atomic_load(&a->may_relay))
             nap_us(200);
         fs_sem_relay(a->s);
@@ -681,7 +682,7 @@ static void test_relay(void)
     CHECK_EQ(relay_length(&s), 0);
     CHECK_EQ(fs_sem_value(&s), 1);
     CHECK_EQ(fs_sem_wait(&s, &w1, FS_FOREVER, FS_FOREVER), FS_OK);
-    CHECK_EQ(w1.relay_owed, 0);
+    CHECK_EQ(fs_waiter_relay_owed(&w1), 0);
     /* Waits are counted at the grant; the grant given back is not one. */
     fs_stats st;
     fs_sem_statistics(&s, &st);
@@ -702,9 +703,9 @@ static void test_relay(void)
     CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w2, 1), FS_QUEUED);
     CHECK_EQ(fs_sem_release(&s, 2), FS_OK);
     CHECK_EQ(fs_sem_wait(&s, &w1, FS_FOREVER, FS_FOREVER), FS_OK);
-    CHECK_EQ(w1.relay_owed, 1);
+    CHECK_EQ(fs_waiter_relay_owed(&w1), 1);
     CHECK_EQ(fs_sem_wait(&s, &w2, FS_FOREVER, FS_FOREVER), FS_OK);
-    CHECK_EQ(w2.relay_owed, 0);
+    CHECK_EQ(fs_waiter_relay_owed(&w2), 0);
     CHECK_EQ(relay_length(&s), 0);
     fs_sem_relay(&s); /* owed, but nobody is left: nothing happens */
     CHECK_EQ(fs_sem_value(&s), 0);
@@ -721,11 +722,11 @@ static void test_relay(void)
     CHECK_EQ(relay_length(&s), 1);
     CHECK_EQ(fs_sem_value(&s), 1);
     CHECK_EQ(fs_sem_wait(&s, &w2, FS_FOREVER, FS_FOREVER), FS_OK);
-    CHECK_EQ(w2.relay_owed, 1);
+    CHECK_EQ(fs_waiter_relay_owed(&w2), 1);
     fs_sem_relay(&s);
     CHECK_EQ(relay_length(&s), 0);
     CHECK_EQ(fs_sem_wait(&s, &w3, FS_FOREVER, FS_FOREVER), FS_OK);
-    CHECK_EQ(w3.relay_owed, 0);
+    CHECK_EQ(fs_waiter_relay_owed(&w3), 0);
     CHECK_EQ(fs_sem_value(&s), 1);
     fs_sem_destroy(&s);
 

@@ -56,15 +56,12 @@ cdef extern from "fastsem_core.h" nogil:
         FS_BAD_BOUND
         FS_UNBOUNDED
 
+    # Opaque here: the binding reads them through the core's accessors.
     ctypedef struct fs_waiter:
-        int relay_owed
-        int spun
-
-    ctypedef struct fs_state:
-        int fair
+        pass
 
     ctypedef struct fs_sem:
-        fs_state st
+        pass
 
     ctypedef struct fs_stats:
         uint64_t acquisitions
@@ -85,6 +82,9 @@ cdef extern from "fastsem_core.h" nogil:
     void fs_sem_defer_relay(fs_sem *s)
     void fs_sem_defer_compete(fs_sem *s)
     void fs_sem_relay(fs_sem *s)
+    int fs_waiter_relay_owed(const fs_waiter *w)
+    int fs_waiter_spun(const fs_waiter *w)
+    int fs_sem_fair(const fs_sem *s)
     int fs_sem_release(fs_sem *s, fs_count n)
     fs_count fs_sem_value(fs_sem *s)
     size_t fs_sem_waiting(fs_sem *s)
@@ -287,6 +287,7 @@ cdef class Semaphore:
 
     cdef bint _wait(self, fs_waiter *node, fs_time deadline, fs_count count) except -1:
         cdef bint pausing = PyThread_get_thread_ident() == _main_thread_ident
+        cdef bint fair = fs_sem_fair(&self._sem)
         cdef fs_time wake_by = FS_FOREVER
         cdef int rc
         while True:
@@ -294,8 +295,8 @@ cdef class Semaphore:
                 if pausing:
                     wake_by = fs_now() + SIGNAL_CHECK_INTERVAL_NS
                 rc = fs_sem_wait(&self._sem, node, deadline, wake_by)
-                if node.spun and GIL_GRACE_NS > 0 and (
-                    rc == FS_OK or (rc == FS_PAUSED and not self._sem.st.fair)
+                if fs_waiter_spun(node) and GIL_GRACE_NS > 0 and (
+                    rc == FS_OK or (rc == FS_PAUSED and not fair)
                 ):
                     _spin_for(GIL_GRACE_NS)
             if rc == FS_PAUSED:
@@ -307,7 +308,7 @@ cdef class Semaphore:
                 except BaseException:
                     fs_sem_cancel(&self._sem, node)
                     raise
-                if self._sem.st.fair:
+                if fair:
                     continue
                 # Non-fair: woken to compete (fs_sem_defer_compete). Take the
                 # free permits now that this thread can run with them; taken
@@ -318,7 +319,7 @@ cdef class Semaphore:
                 if rc == FS_PAUSED:
                     continue
             # Holding the GIL again: now the next relayed waiter may run.
-            if node.relay_owed:
+            if fs_waiter_relay_owed(node):
                 fs_sem_relay(&self._sem)
             if rc == FS_OK:
                 return True
@@ -415,7 +416,7 @@ cdef class Semaphore:
     @property
     def fair(self):
         """True if permits are granted strictly in arrival order."""
-        return self._sem.st.fair != 0
+        return fs_sem_fair(&self._sem) != 0
 
 
 @cython.auto_pickle(False)
