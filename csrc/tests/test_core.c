@@ -1325,6 +1325,13 @@ static void *life_worker(void *p)
     return NULL;
 }
 
+static uint64_t acquisitions(fs_sem *s)
+{
+    fs_stats st;
+    fs_sem_statistics(s, &st);
+    return st.acquisitions;
+}
+
 static void test_lifecycle_races(void)
 {
     enum { T = 6, V = 4 };
@@ -1352,6 +1359,9 @@ static void test_lifecycle_races(void)
             nap_us(200);
         }
         CHECK_EQ(fs_sem_resize(&s, V), FS_OK);
+        /* On a busy machine the workers may not have run yet; the round
+         * proves something only once they have (got > 0 below). */
+        WAIT_FOR(acquisitions(&s) > 0);
         if (r % 4 < 2)
             fs_sem_close(&s); /* while threads are queued and being granted */
         nap_us(2000);
