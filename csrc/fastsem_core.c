@@ -102,6 +102,23 @@
  * 32-42 ms, and the checkouts per second from 105-140k to 329-356k (woken
  * competitors no longer lose over and over).
  *
+ * Callers that hold a big lock. The core serves callers whose threads must
+ * hold one lock to do anything with what they acquired: the Python binding,
+ * whose threads run Python only while they hold the interpreter's GIL. Two
+ * things a woken waiter would otherwise do at once, in the core, are handed
+ * back to the caller so that it does them once it holds that lock:
+ * - passing the relay on: a waiter that finishes with more of its batch
+ *   behind it returns with relay_owed set, and its caller calls
+ *   fs_sem_relay. Woken earlier, the next threads would queue on the big
+ *   lock, all at once, instead of in the core, in order;
+ * - competing, in non-fair mode: a waiter woken to compete returns
+ *   FS_PAUSED, and its caller competes with fs_sem_wait(..., wake_by 0),
+ *   which takes the permits if they are still free and never sleeps.
+ *   Permits taken before the taker holds the big lock sit idle until it
+ *   does, while the threads that could use them cannot take them.
+ * A caller with no such lock does both at once, right after the wait.
+ * fs_sem_cancel passes the relay on itself: its caller is unwinding.
+ *
  * Leaving early. A waiter whose deadline passes takes itself out of the queue,
  * unless it was granted first, in which case it keeps the grant and reports
  * success. A waiter cancelled by its caller (an exception in the binding)
@@ -824,8 +841,6 @@ int fs_sem_init(fs_sem *s, fs_count value, fs_count max_value, int fair)
     atomic_init(&s->st.uncontended, 0);
     s->st.fair = fair ? 1 : 0;
     s->st.debt = 0;
-    s->st.relay_by_caller = 0;
-    s->st.compete_by_caller = 0;
     atomic_init(&s->st.handoff, 0);
     s->st.spin_ns = g_cpus > 1 ? FS_SPIN_NS : 0;
     s->st.yield_spin_ns = g_cpus > 1 ? FS_YIELD_SPIN_NS : 0;
@@ -979,10 +994,11 @@ static void await_signal_unlocked(fs_waiter *w)
 }
 
 /* The node is finished with (the caller holds the mutex): it leaves the
- * relay, passes the relay on (or, may_defer_relay, leaves that to the caller:
- * fs_sem_defer_relay), and its event goes, unless it came from the parent of
- * a fork, whose state of it is unknown. */
-static void waiter_done(fs_sem *s, fs_waiter *w, int may_defer_relay)
+ * relay, and its event goes, unless it came from the parent of a fork, whose
+ * state of it is unknown. With pass_relay it wakes the relay's next node;
+ * else its caller does, once ready (relay_owed: "Callers that hold a big
+ * lock"). */
+static void waiter_done(fs_sem *s, fs_waiter *w, int pass_relay)
 {
     w->relay_owed = 0;
     if (!waiter_was_dropped(s, w)) {
@@ -990,10 +1006,10 @@ static void waiter_done(fs_sem *s, fs_waiter *w, int may_defer_relay)
             queue_remove(&s->st.relay, w);
             w->relayed = 0;
         }
-        if (may_defer_relay && s->st.relay_by_caller)
-            w->relay_owed = s->st.relay.head != NULL;
-        else
+        if (pass_relay)
             relay_wake_next(&s->st);
+        else
+            w->relay_owed = s->st.relay.head != NULL;
         await_signal(s, w); // its waker may still be about to touch it
         event_destroy(&w->wakeup);
     }
@@ -1015,14 +1031,11 @@ static int waiter_outcome(int state)
 
 /* A FINAL wake-up: w's outcome was decided, and w taken out of every list,
  * before its event was set, and nobody touches it any more but its waker
- * (until it clears signal_pending). So it finishes without the mutex. */
-static int waiter_finish_unlocked(fs_sem *s, fs_waiter *w)
+ * (until it clears signal_pending). So it finishes without the mutex; its
+ * waker has set relay_owed. */
+static int waiter_finish_unlocked(fs_waiter *w)
 {
     int rc = waiter_outcome(w->state);
-    if (w->relay_owed && !s->st.relay_by_caller) {
-        fs_sem_relay(s);
-        w->relay_owed = 0;
-    }
     await_signal_unlocked(w);
     event_destroy(&w->wakeup);
     w->state = FS_W_DONE;
@@ -1104,13 +1117,13 @@ int fs_sem_wait(fs_sem *s, fs_waiter *w, fs_time deadline, fs_time wake_by)
         if (kind == 0)
             kind = event_wait(&w->wakeup, until);
         if (kind == FS_WAKE_FINAL)
-            return waiter_finish_unlocked(s, w);
-        if (kind == FS_WAKE_LOOK && st->compete_by_caller)
-            return FS_PAUSED; // woken to compete (non-fair): the caller does it
+            return waiter_finish_unlocked(w);
+        if (kind == FS_WAKE_LOOK)
+            return FS_PAUSED; // woken to compete (non-fair): its caller does that
         interrupted = kind < 0 && wake_by != FS_FOREVER;
         sem_lock(s);
     }
-    waiter_done(s, w, 1);
+    waiter_done(s, w, 0);
     sem_unlock(s);
     return rc;
 }
@@ -1132,7 +1145,7 @@ int fs_sem_cancel(fs_sem *s, fs_waiter *w)
     if (w->state != FS_W_DONE) {
         stats_count(st, offsetof(fs_stats, interrupts));
         state_dispatch(st);
-        waiter_done(s, w, 0);
+        waiter_done(s, w, 1); // its caller is unwinding: pass the relay on now
     }
     sem_unlock(s);
     return passed_on;
@@ -1150,20 +1163,6 @@ void fs_sem_set_starve(fs_sem *s, fs_time ns)
 {
     sem_lock(s);
     s->st.starve_ns = ns > 0 ? ns : 0;
-    sem_unlock(s);
-}
-
-void fs_sem_defer_relay(fs_sem *s)
-{
-    sem_lock(s);
-    s->st.relay_by_caller = 1;
-    sem_unlock(s);
-}
-
-void fs_sem_defer_compete(fs_sem *s)
-{
-    sem_lock(s);
-    s->st.compete_by_caller = 1;
     sem_unlock(s);
 }
 

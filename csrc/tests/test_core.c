@@ -144,6 +144,15 @@ static void join_thread(pthread_t th)
     CHECK(pthread_join(th, NULL) == 0);
 }
 
+/* The caller's part of a wait that is over (the calling convention in
+ * fastsem_core.h): it wakes the next waiter of its relay. Returns rc. */
+static int relay_if_owed(fs_sem *s, fs_waiter *w, int rc)
+{
+    if (rc != FS_PAUSED && fs_waiter_relay_owed(w))
+        fs_sem_relay(s);
+    return rc;
+}
+
 /* ------------------------------------------------------------------------ */
 /* A waiting thread: acquire_or_enqueue + wait, records what happened.      */
 
@@ -193,9 +202,9 @@ static void *waiter_main(void *p)
     atomic_store(&a->first_rc, rc);
     while (rc == FS_QUEUED) {
         fs_time wake_by = a->pause_us > 0 ? fs_now() + (fs_time)a->pause_us * 1000 : FS_FOREVER;
-        rc = fs_sem_wait(a->s, &w, deadline, wake_by);
+        rc = relay_if_owed(a->s, &w, fs_sem_wait(a->s, &w, deadline, wake_by));
         atomic_store(&a->spun, fs_waiter_spun(&w));
-        if (rc == FS_PAUSED)
+        if (rc == FS_PAUSED) /* paused, or (non-fair) woken to compete */
             rc = FS_QUEUED;
     }
     CHECK(rc == FS_OK || rc == FS_TIMEOUT || rc == FS_CLOSED || rc == FS_OVER_MAX);
@@ -695,10 +704,9 @@ static void test_relay(void)
     CHECK_EQ(in_histogram, 1);
     fs_sem_destroy(&s);
 
-    /* Deferred: the first returns owing the relay; the second, waited for
-     * before its turn, leaves the relay by itself and owes nothing. */
+    /* The first returns owing the relay; the second, waited for before its
+     * turn, leaves the relay by itself and owes nothing. */
     CHECK_EQ(fs_sem_init(&s, 0, -1, 1), FS_OK);
-    fs_sem_defer_relay(&s);
     CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w1, 1), FS_QUEUED);
     CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w2, 1), FS_QUEUED);
     CHECK_EQ(fs_sem_release(&s, 2), FS_OK);
@@ -710,8 +718,8 @@ static void test_relay(void)
     fs_sem_relay(&s); /* owed, but nobody is left: nothing happens */
     CHECK_EQ(fs_sem_value(&s), 0);
 
-    /* Deferred, but a cancel (its caller is unwinding) passes the relay on
-     * at once: the woken w1 goes, w2 is woken in its place. */
+    /* A cancel (its caller is unwinding) passes the relay on at once: the
+     * woken w1 goes, w2 is woken in its place. */
     fs_waiter w3;
     CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w1, 1), FS_QUEUED);
     CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w2, 1), FS_QUEUED);
@@ -730,9 +738,9 @@ static void test_relay(void)
     CHECK_EQ(fs_sem_value(&s), 1);
     fs_sem_destroy(&s);
 
-    /* Deferred, with threads: nobody runs before the relay reaches it. */
+    /* With threads: nobody runs before the relay reaches it, that is, before
+     * the one woken before it calls fs_sem_relay. */
     CHECK_EQ(fs_sem_init(&s, 0, -1, 1), FS_OK);
-    fs_sem_defer_relay(&s);
     for (int i = 0; i < RELAY_N; i++) {
         relay_waiter_start(&a[i], &s, 0, i > 0);
         WAIT_FOR(fs_sem_waiting(&s) == (size_t)i + 1);
@@ -754,8 +762,8 @@ static void test_relay(void)
     CHECK_EQ(relay_length(&s), 0);
     CHECK_EQ(fs_sem_value(&s), 0);
 
-    /* Deferred, and the relay is held: waiters that wake by themselves (in
-     * slices, as the main thread does) find their grant and leave the relay. */
+    /* The relay is held: waiters that wake by themselves (in slices, as the
+     * binding's main thread does) find their grant and leave the relay. */
     for (int i = 0; i < RELAY_N; i++) {
         relay_waiter_start(&a[i], &s, 2000, 0);
         WAIT_FOR(fs_sem_waiting(&s) == (size_t)i + 1);
@@ -772,7 +780,8 @@ static void test_relay(void)
     }
     fs_sem_destroy(&s);
 
-    /* Not deferred: close and release(n) wake everyone, in turn. */
+    /* close and release(n) wake everyone, in turn, each woken by the one
+     * before; the last owes nothing. */
     for (int closing = 0; closing <= 1; closing++) {
         CHECK_EQ(fs_sem_init(&s, 0, -1, 1), FS_OK);
         for (int i = 0; i < RELAY_N; i++) {
@@ -786,7 +795,7 @@ static void test_relay(void)
         for (int i = 0; i < RELAY_N; i++) {
             join_thread(a[i].th);
             CHECK_EQ(atomic_load(&a[i].rc), closing ? FS_CLOSED : FS_OK);
-            CHECK_EQ(atomic_load(&a[i].owed), 0);
+            CHECK_EQ(atomic_load(&a[i].owed), i < RELAY_N - 1);
         }
         CHECK_EQ(relay_length(&s), 0);
         fs_sem_destroy(&s);
@@ -829,9 +838,9 @@ static void test_spin(void)
 }
 
 /* ------------------------------------------------------------------------ */
-/* compete: after fs_sem_defer_compete, a non-fair waiter woken to compete   */
-/* returns FS_PAUSED in its place; fs_sem_wait(..., 0) competes, never      */
-/* sleeping. No effect in fair mode.                                         */
+/* compete: a non-fair waiter woken to compete returns FS_PAUSED in its     */
+/* place, and its caller competes: fs_sem_wait(..., 0) never sleeps. Fair   */
+/* mode hands permits over instead.                                          */
 
 typedef struct {
     fs_sem *s;
@@ -853,7 +862,6 @@ static void test_compete(void)
     pthread_t th;
     delayed_release_t d = {&s, 2000};
     CHECK_EQ(fs_sem_init(&s, 0, -1, 0), FS_OK);
-    fs_sem_defer_compete(&s);
     CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 1), FS_QUEUED);
     /* Nothing free: competing neither sleeps nor takes. */
     CHECK_EQ(fs_sem_wait(&s, &w, FS_FOREVER, 0), FS_PAUSED);
@@ -880,7 +888,6 @@ static void test_compete(void)
 
     /* Fair mode: a release hands the permit over; the wait returns FS_OK. */
     CHECK_EQ(fs_sem_init(&s, 0, -1, 1), FS_OK);
-    fs_sem_defer_compete(&s);
     CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 1), FS_QUEUED);
     start_thread(&th, delayed_release_main, &d);
     CHECK_EQ(fs_sem_wait(&s, &w, FS_FOREVER, FS_FOREVER), FS_OK);
@@ -916,7 +923,7 @@ static void *chain_waiter_main(void *p)
         CHECK_EQ(fs_sem_cancel(a->s, &w), 0); /* nothing granted to pass on */
         atomic_store(&a->rc, CANCELLED);
     } else {
-        atomic_store(&a->rc, fs_sem_wait(a->s, &w, FS_FOREVER, 0));
+        atomic_store(&a->rc, relay_if_owed(a->s, &w, fs_sem_wait(a->s, &w, FS_FOREVER, 0)));
     }
     return NULL;
 }
@@ -926,7 +933,6 @@ static void test_compete_chain(void)
     fs_sem s;
     chain_waiter c[CHAIN_WAITERS];
     CHECK_EQ(fs_sem_init(&s, 0, -1, 0), FS_OK);
-    fs_sem_defer_compete(&s);
     for (int i = 0; i < CHAIN_WAITERS; i++) {
         c[i].s = &s;
         atomic_init(&c[i].woken, 0);
@@ -962,7 +968,6 @@ static void test_starve(void)
     fs_sem s;
     fs_waiter w, other;
     CHECK_EQ(fs_sem_init(&s, 0, -1, 0), FS_OK);
-    fs_sem_defer_compete(&s);
     CHECK_EQ(fs_sem_acquire_or_enqueue(&s, &w, 2), FS_QUEUED);
     for (int round = 0; round < 2; round++) {
         /* Woken to compete (the release signals it), it loses to a barger:
@@ -1306,8 +1311,8 @@ static void *life_worker(void *p)
         int rc = fs_sem_acquire_or_enqueue(c->s, &w, n);
         if (rc == FS_QUEUED) {
             fs_time deadline = fs_now() + (fs_time)(rnd(&rng) % 400000);
-            do
-                rc = fs_sem_wait(c->s, &w, deadline, FS_FOREVER);
+            do /* FS_PAUSED: woken to compete (non-fair) */
+                rc = relay_if_owed(c->s, &w, fs_sem_wait(c->s, &w, deadline, FS_FOREVER));
             while (rc == FS_PAUSED);
         }
         if (rc == FS_OK) {
@@ -1418,7 +1423,7 @@ static void *race_waiter(void *p)
              * microseconds lasts at least the timer slack, ~50us on Linux),
              * sometimes a short sleep. */
             fs_time wake_by = rnd(&rng) % 4 ? 0 : fs_now() + (fs_time)(rnd(&rng) % 20000);
-            rc = fs_sem_wait(c->s, &w, FS_FOREVER, wake_by);
+            rc = relay_if_owed(c->s, &w, fs_sem_wait(c->s, &w, FS_FOREVER, wake_by));
             if (rc == FS_OK) {
                 held = 1;
                 c->outcome = 1;
@@ -1504,8 +1509,8 @@ typedef struct stress_ctx {
     int iters;
     atomic_llong held;
     atomic_long n_got, n_would_block, n_timeout, n_cancel0, n_cancel1, n_paused;
-    atomic_long n_competed; /* fs_sem_defer_compete: woken to compete, competed */
-    int compete;            /* fs_sem_defer_compete was called */
+    atomic_long n_competed; /* woken to compete (FS_PAUSED), competed */
+    int compete;            /* non-fair: waiters are woken to compete */
     atomic_int stop;      /* tells the monitor to finish */
     long n_samples;       /* monitor's */
 } stress_ctx;
@@ -1563,12 +1568,12 @@ static void *stress_main(void *p)
                 fs_time wake_by = FS_FOREVER;
                 if (max_pauses >= 0) /* a poll, or a pause after 0..100us */
                     wake_by = rnd(&rng) % 2 ? 0 : fs_now() + (fs_time)(rnd(&rng) % 101) * 1000;
-                rc = fs_sem_wait(&c->s, &w, deadline, wake_by);
+                rc = relay_if_owed(&c->s, &w, fs_sem_wait(&c->s, &w, deadline, wake_by));
                 if (rc == FS_PAUSED && max_pauses < 0) {
                     CHECK(c->compete); /* woken to compete: do it now */
                     atomic_fetch_add(&c->n_competed, 1);
                     spin((unsigned)(rnd(&rng) % 500)); /* barging lands here */
-                    rc = fs_sem_wait(&c->s, &w, deadline, 0);
+                    rc = relay_if_owed(&c->s, &w, fs_sem_wait(&c->s, &w, deadline, 0));
                     if (rc == FS_PAUSED) {
                         rc = FS_QUEUED; /* lost: wait again */
                         continue;
@@ -1641,9 +1646,7 @@ static void test_stress(void)
             fs_sem_set_spin(&c.s, 0, 0);
         if (!fair && bounded) // starving heads and handoffs all the time
             fs_sem_set_starve(&c.s, 20000);
-        c.compete = spin && !fair;
-        if (c.compete) // competes in its own time, as the binding does
-            fs_sem_defer_compete(&c.s);
+        c.compete = !fair;
         fs_time t0 = fs_now();
         pthread_t monitor;
         start_thread(&monitor, stress_monitor, &c);

@@ -79,8 +79,6 @@ cdef extern from "fastsem_core.h" nogil:
     int fs_sem_acquire_or_enqueue(fs_sem *s, fs_waiter *w, fs_count n)
     int fs_sem_wait(fs_sem *s, fs_waiter *w, fs_time deadline, fs_time wake_by)
     int fs_sem_cancel(fs_sem *s, fs_waiter *w)
-    void fs_sem_defer_relay(fs_sem *s)
-    void fs_sem_defer_compete(fs_sem *s)
     void fs_sem_relay(fs_sem *s)
     int fs_waiter_relay_owed(const fs_waiter *w)
     int fs_waiter_spun(const fs_waiter *w)
@@ -255,10 +253,6 @@ cdef class Semaphore:
             raise OverflowError(f"a semaphore counts at most {FS_COUNT_MAX} permits")
         if rc != FS_OK:
             raise MemoryError("could not initialise the semaphore")
-        # Woken threads are relayed, and compete, once each holds the GIL
-        # (see _wait).
-        fs_sem_defer_relay(&self._sem)
-        fs_sem_defer_compete(&self._sem)
         self._tracker = HolderTracker() if track_holders else None
         self._initialized = True
         return 0
@@ -286,6 +280,9 @@ cdef class Semaphore:
         return _acquire(self, blocking, timeout, n)
 
     cdef bint _wait(self, fs_waiter *node, fs_time deadline, fs_count count) except -1:
+        # The core hands two things back to run once this thread holds the
+        # GIL again: competing (non-fair) and waking the next thread of a
+        # relay (fastsem_core.c, "Callers that hold a big lock").
         cdef bint pausing = PyThread_get_thread_ident() == _main_thread_ident
         cdef bint fair = fs_sem_fair(&self._sem)
         cdef fs_time wake_by = FS_FOREVER
@@ -310,11 +307,11 @@ cdef class Semaphore:
                     raise
                 if fair:
                     continue
-                # Non-fair: woken to compete (fs_sem_defer_compete). Take the
-                # free permits now that this thread can run with them; taken
-                # without the GIL, they stayed idle until this thread got it
-                # (measured: 4 threads 1.0-1.9M -> 3.3-3.9M acquisitions/s).
-                # Never sleeps while holding the GIL.
+                # Non-fair, maybe woken to compete: take the free permits now
+                # that this thread can run with them; taken without the GIL,
+                # they stayed idle until this thread got it (measured: 4
+                # threads 1.0-1.9M -> 3.3-3.9M acquisitions/s). Never sleeps
+                # while holding the GIL.
                 rc = fs_sem_wait(&self._sem, node, deadline, 0)
                 if rc == FS_PAUSED:
                     continue
