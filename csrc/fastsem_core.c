@@ -1042,80 +1042,125 @@ static int waiter_finish_unlocked(fs_waiter *w)
     return rc;
 }
 
+/* The steps of fs_sem_wait. Those named _locked run under the mutex. */
+
+/* In a fork child, a node whose queue the child dropped joins this process's
+ * queue again, at the tail, or takes its permits at once: FS_QUEUED, or how
+ * its wait ends (the node is finished). A signal the parent had pending for
+ * it will never come. */
+static int waiter_rejoin_after_fork_locked(fs_sem *s, fs_waiter *w)
+{
+    atomic_store_explicit(&w->signal_pending, 0, memory_order_relaxed);
+    int rc = take_or_enqueue_locked(s, w, w->want);
+    if (rc != FS_QUEUED) {
+        w->state = FS_W_DONE;
+        w->relay_owed = 0;
+    }
+    return rc;
+}
+
+/* Non-fair mode: w competes for free permits, unless they are a starving
+ * head's other than itself. Returns 1 if it took them and left the queue. */
+static int waiter_compete_locked(fs_state *st, fs_waiter *w)
+{
+    if (st->fair || (st->queue.head != w && head_owns_free_permits(st)) ||
+        !word_try_take(st, w->want, 0))
+        return 0;
+    queue_remove(&st->queue, w);
+    stats_contended(st, w);
+    state_dispatch(st); // others may fit in what is left
+    return 1;
+}
+
+/* Where w stands: FS_QUEUED if it waits on (*now: when it looked), else how
+ * its wait ends, w having left the queue: its decided outcome, FS_OK if it
+ * competed and took its permits, or FS_TIMEOUT at its deadline (whoever it
+ * held back is reconsidered). */
+static int waiter_look_locked(fs_state *st, fs_waiter *w, fs_time deadline, fs_time *now)
+{
+    if (w->state != FS_W_WAITING)
+        return waiter_outcome(w->state);
+    if (waiter_compete_locked(st, w))
+        return FS_OK;
+    *now = fs_now();
+    if (*now < deadline)
+        return FS_QUEUED;
+    queue_remove(&st->queue, w);
+    stats_count(st, offsetof(fs_stats, timeouts));
+    state_dispatch(st); // whoever it held back may go now
+    return FS_TIMEOUT;
+}
+
+/* w is about to sleep: a non-fair head that was woken to compete and lost
+ * after FS_STARVE_NS in the queue is starving from now on; w has looked, so
+ * the next release may wake it again; its event is reset. Returns how long
+ * it looks at its event before it sleeps: the head spins, in fair mode the
+ * FS_YIELD_SPINNERS behind it yield-spin (*yield_cpu), the rest sleep at
+ * once. Non-fair waiters behind the head would only be woken to compete, and
+ * their looks would take the mutex from the holder. */
+static fs_time waiter_before_sleep_locked(fs_state *st, fs_waiter *w, fs_time now,
+                                          int *yield_cpu)
+{
+    int head = st->queue.head == w;
+    if (w->woken && !st->fair && head && now - w->queued_at >= st->starve_ns) {
+        w->starving = 1;
+        handoff_follow_head(st);
+    }
+    w->woken = 0;
+    event_reset(&w->wakeup);
+    *yield_cpu = !head;
+    if (head)
+        return st->spin_ns;
+    return st->fair && queue_near_head(&st->queue, w) ? st->yield_spin_ns : 0;
+}
+
+/* Without the mutex: looks at w's event for up to `spin`, then sleeps on it
+ * until `until`. Returns the event's kind as event_wait does, and sets
+ * w->spun if it came while w spun. */
+static int waiter_sleep(fs_waiter *w, fs_time now, fs_time spin, int yield_cpu, fs_time until)
+{
+    int kind = 0;
+    if (spin > 0)
+        kind = spin_for_event(&w->wakeup, now + spin < until ? now + spin : until, yield_cpu);
+    w->spun = kind != 0;
+    if (kind == 0)
+        kind = event_wait(&w->wakeup, until);
+    return kind;
+}
+
 int fs_sem_wait(fs_sem *s, fs_waiter *w, fs_time deadline, fs_time wake_by)
 {
-    fs_state *st = &s->st;
-    int rc;
+    fs_time until = deadline < wake_by ? deadline : wake_by;
     int interrupted = 0;
+    int rc;
     sem_lock(s);
     if (waiter_was_dropped(s, w) && w->state == FS_W_WAITING) {
-        // Join again at the tail of this process's queue (or take at once);
-        // a signal the parent had pending for it will never come.
-        atomic_store_explicit(&w->signal_pending, 0, memory_order_relaxed);
-        rc = take_or_enqueue_locked(s, w, w->want);
+        rc = waiter_rejoin_after_fork_locked(s, w);
         if (rc != FS_QUEUED) {
-            w->state = FS_W_DONE;
-            w->relay_owed = 0;
             sem_unlock(s);
             return rc;
         }
     }
     for (;;) {
-        if (w->state != FS_W_WAITING) {
-            rc = waiter_outcome(w->state);
+        fs_time now = 0;
+        rc = waiter_look_locked(&s->st, w, deadline, &now);
+        if (rc != FS_QUEUED)
             break;
-        }
-        if (!st->fair && (st->queue.head == w || !head_owns_free_permits(st)) &&
-            word_try_take(st, w->want, 0)) {
-            // Non-fair: a woken waiter competes for free permits.
-            queue_remove(&st->queue, w);
-            stats_contended(st, w);
-            state_dispatch(st); // others may fit in what is left
-            rc = FS_OK;
-            break;
-        }
-        fs_time now = fs_now();
-        if (now >= deadline) {
-            queue_remove(&st->queue, w);
-            stats_count(st, offsetof(fs_stats, timeouts));
-            state_dispatch(st); // whoever it held back may go now
-            rc = FS_TIMEOUT;
-            break;
-        }
         if (now >= wake_by || interrupted) {
             sem_unlock(s);
             return FS_PAUSED;
         }
         if (atomic_load_explicit(&w->signal_pending, memory_order_acquire)) {
             /* Not asleep with a signal in flight: it may have been sent
-             * already, and the reset below would swallow it, while a waker
-             * that finds the mark set sends no other. */
+             * already, and the reset before sleeping would swallow it, while
+             * a waker that finds the mark set sends no other. */
             await_signal(s, w);
             continue;
         }
-        if (w->woken && !st->fair && st->queue.head == w && now - w->queued_at >= st->starve_ns) {
-            w->starving = 1;
-            handoff_follow_head(st);
-        }
-        w->woken = 0; // it has looked: the next release wakes it again
-        event_reset(&w->wakeup);
-        fs_time until = deadline < wake_by ? deadline : wake_by;
-        /* The head spins; in fair mode the next FS_YIELD_SPINNERS yield-spin
-         * (non-fair: they would only be woken to compete, and their looks
-         * took the mutex from the holder: 4 threads fell from 1.1-2.3M to
-         * 0.7-1.8M acquisitions/s); the rest sleep. */
-        int head = st->queue.head == w;
-        fs_time spin = head                                          ? st->spin_ns
-                       : st->fair && queue_near_head(&st->queue, w) ? st->yield_spin_ns
-                                                                    : 0;
-        fs_time spin_until = now + spin < until ? now + spin : until;
+        int yield_cpu;
+        fs_time spin = waiter_before_sleep_locked(&s->st, w, now, &yield_cpu);
         sem_unlock(s);
-        int kind = 0;
-        if (spin > 0)
-            kind = spin_for_event(&w->wakeup, spin_until, !head);
-        w->spun = kind != 0;
-        if (kind == 0)
-            kind = event_wait(&w->wakeup, until);
+        int kind = waiter_sleep(w, now, spin, yield_cpu, until);
         if (kind == FS_WAKE_FINAL)
             return waiter_finish_unlocked(w);
         if (kind == FS_WAKE_LOOK)
