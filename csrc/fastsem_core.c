@@ -43,36 +43,32 @@
  *
  * Wake-ups are decided under the mutex but sent after it is released:
  * signalled under the mutex, the woken thread would run only to block on the
- * mutex its waker still holds (a second context switch per handoff; measured:
- * a two-thread handoff took 9 us that way, 5 us this way). The node is on the
+ * mutex its waker still holds, a second context switch per handoff
+ * (docs/design.rst, "Wake-ups after the unlock"). The node is on the
  * waiter's stack, so the waker marks it signal_pending under the mutex and
  * clears the mark, with a release store, as its last touch of the node; the
  * waiter neither leaves nor goes back to sleep while the mark is set.
  *
  * Spinning. A waiter that is at the head of the queue when it would sleep
- * first spins on its event for up to FS_SPIN_NS (20 us; none on a single
- * CPU), as the first queued thread does in Java's AQS: between two threads
- * the next release usually comes sooner than a futex wake-up of an idle CPU
- * (5-50 us on a VM), so the handoff costs no system call on either side.
- * In fair mode the FS_YIELD_SPINNERS (2) waiters behind it also look, for up to
- * FS_YIELD_SPIN_NS (50 us), but yield the CPU between looks, so that the
- * holder and the head, which need a CPU to pass the permit on, get it first.
- * With 4 threads on one permit (2-CPU VM, CPython 3.11) that took 62-84k
- * acquisitions/s to 325-348k/s and the p99 wait from 95-110 us to 15-20 us.
- * Measured and rejected: the same spin without yielding (23k/s: it keeps
- * the CPU from the threads it waits for), yielding for 10 us (58k/s: most
- * then sleep anyway and pay both), every waiter yield-spinning (16 threads
- * used 1.9 CPUs instead of 0.9). Waiters further back sleep at once, so at
- * 16 threads the cost is what it was.
+ * first spins on its event for up to FS_SPIN_NS (none on a single CPU), as
+ * the first queued thread does in Java's AQS: between two threads the next
+ * release usually comes sooner than a futex wake-up of an idle CPU, so the
+ * handoff costs no system call on either side. In fair mode the
+ * FS_YIELD_SPINNERS waiters behind it also look, for up to FS_YIELD_SPIN_NS,
+ * but yield the CPU between looks, so that the holder and the head, which
+ * need a CPU to pass the permit on, get it first: a spin that does not yield
+ * keeps the CPU from the threads it waits for, and a budget much shorter than
+ * a handoff makes most spinners sleep anyway and pay for both. Waiters
+ * further back sleep at once, so many waiters cost no more CPU than a few.
+ * (docs/design.rst, "Spinning before sleeping".)
  *
  * Waking many at once (release(n), close, resize) goes as a relay: the nodes
  * whose outcome is decided leave the queue for the relay list in order, the
  * waker wakes the first, and every waiter that finishes wakes the next. Woken
- * all at once, thousands of threads fought for the mutex, then the GIL, and
- * starved the waker (measured: release(5000) cost 3.2x per waiter what
- * release(100) did, and the last waiter ran 8 s later); relayed, the waker's
- * work is a list append per waiter and the threads run one after the other,
- * in grant order.
+ * all at once, the threads would fight for the mutex (and for whatever lock
+ * their caller needs next) and starve the waker; relayed, the waker's work is
+ * a list append per waiter and the threads run one after the other, in grant
+ * order (docs/design.rst, "The relay").
  *
  * Fair mode (the default) keeps one invariant after every operation:
  *
@@ -97,10 +93,10 @@
  * permits are then handed to it as in fair mode, and nobody barges past it
  * (the handoff flag, read by the lock-free path) until it is served. A
  * barger that read the flag just before it was set may still take permits
- * lock-free, so the handoff takes them with a compare-and-swap. With
- * 16 threads on a pool of 4 that took the worst checkout from 0.5-2 s to
- * 32-42 ms, and the checkouts per second from 105-140k to 329-356k (woken
- * competitors no longer lose over and over).
+ * lock-free, so the handoff takes them with a compare-and-swap. Below the
+ * threshold barging keeps non-fair mode's throughput; past it, order wins,
+ * which caps the worst wait of a saturated semaphore (docs/design.rst,
+ * "Non-fair starvation").
  *
  * Callers that hold a big lock. The core serves callers whose threads must
  * hold one lock to do anything with what they acquired: the Python binding,
@@ -151,10 +147,6 @@
  * it at fork time) and drops the queued waiters, whose threads do not exist in
  * the child. The check is one atomic load per call. Permits that were granted
  * to parent threads stay held, as with any lock held by a vanished thread.
- *
- * Memory. The queue and the grant policy (fs_queue, fs_state) know nothing of
- * where the semaphore lives or how it is locked, so a process-shared variant
- * can reuse them with a different lock and node storage.
  */
 #if !defined(_POSIX_C_SOURCE) || _POSIX_C_SOURCE < 200809L
 #undef _POSIX_C_SOURCE
@@ -455,10 +447,9 @@ static inline void signal_node(fs_waiter *w)
 #endif
     /* The mark is cleared only after the wake-up system call returns. Woken
      * on its waker's CPU, a waiter then yields until the waker has gone on
-     * (usually to its own next wait, letting go of the GIL) instead of
-     * running into the GIL the waker still holds and sleeping again on it.
-     * Measured, 16 threads on one permit: 127-130k acquisitions/s this way,
-     * 65-71k/s with the mark cleared before the call. */
+     * (usually to its own next wait, letting go of its caller's big lock)
+     * instead of running into the lock the waker still holds and sleeping
+     * again on it (docs/design.rst, "Clearing the pending mark"). */
     event_set(&w->wakeup, w->wake_kind);
 #ifdef FS_TEST_HOOKS
     test_hook_delay();
@@ -566,9 +557,10 @@ static inline fs_count state_max(fs_state *st)
     return atomic_load_explicit(&st->max_value, memory_order_relaxed);
 }
 
-/* Counts an acquisition that did not wait. A relaxed atomic add: about 1 ns
- * after the compare-and-swap has the cache line (measured: 8.2 -> 9.1 ns for
- * the core's take), exact even when acquires run in parallel. */
+/* Counts an acquisition that did not wait. A relaxed atomic add, cheap right
+ * after the compare-and-swap that brought the cache line, and exact even when
+ * acquires run in parallel (docs/design.rst, "Counting uncontended
+ * acquisitions"; bench/test_statistics_overhead.py measures it). */
 #ifndef FS_COUNT_UNCONTENDED
 #define FS_COUNT_UNCONTENDED 1 // 0 only in bench/, to measure what counting costs
 #endif
@@ -787,9 +779,9 @@ static void state_dispatch(fs_state *st)
          * again; waking it again per release cost the releaser a system call
          * each time for nothing). A competitor that takes its permits, times
          * out or is cancelled dispatches again, so the next one is woken
-         * then: a chain, as the fair relay. Waking every waiter that fits at
-         * once, release(5000) took 34-40 s, the woken threads starving the
-         * waker of the CPU on their way to the GIL. */
+         * then: a chain, as the fair relay. Woken all at once, the threads
+         * that fit starve the waker of the CPU (docs/design.rst, "The
+         * relay"). */
         if (w != NULL && !w->starving && w->want <= state_count(st) && !w->woken) {
             w->woken = 1;
             wake_later(st, w, FS_WAKE_LOOK);

@@ -240,10 +240,9 @@ static inline int fs_waiter_spun(const fs_waiter *w)
 /* Before it sleeps, a waiter at the head of the queue spins up to head_ns
  * nanoseconds looking at its event, and in fair mode the FS_YIELD_SPINNERS
  * waiters behind it look for up to next_ns, yielding the CPU between looks: a
- * handoff that comes meanwhile costs no wake-up (a futex wake-up of an idle
- * CPU takes 5-50 us on a VM, at times milliseconds; the next release often
- * comes sooner). fs_sem_wait then returns with w->spun set (fs_waiter_spun).
- * The defaults are
+ * handoff that comes meanwhile costs no wake-up of an idle CPU, which often
+ * takes longer than the next release does to come. fs_sem_wait then returns
+ * with w->spun set (fs_waiter_spun). The defaults are
  * FS_SPIN_NS and FS_YIELD_SPIN_NS, or 0 and 0 on a single CPU (where the
  * releaser cannot run while the waiter spins). 0 turns either off. */
 #define FS_SPIN_NS 20000

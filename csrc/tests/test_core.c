@@ -898,8 +898,8 @@ static void test_compete(void)
 }
 
 /* compete_chain (non-fair): a release wakes one competitor at a time; each
- * that takes its permits, or is cancelled, wakes the next. Woken all at once,
- * release(5000) took 34-40 s. */
+ * that takes its permits, or is cancelled, wakes the next (docs/design.rst,
+ * "The relay", says why not all at once). */
 
 enum { CHAIN_WAITERS = 4, GO_TAKE = 1, GO_CANCEL = 2, CANCELLED = 1000 };
 

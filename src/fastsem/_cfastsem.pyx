@@ -106,15 +106,14 @@ cdef extern from *:
     #define FASTSEM_GIL_GRACE_NS 1000
     #endif
     """
-    # A waiter whose grant came while it spun (so, within microseconds of the
-    # release) waits this long before it asks for the GIL: the releasing
-    # thread usually lets go of the GIL within a microsecond (it is on its way
-    # to its own next wait), and asking while it still holds it means sleeping
-    # on the GIL's condition variable and a wake-up of 5-50 us. Measured, two
-    # threads on one permit: 0 ns: 39k acquisitions/s; 300 ns: 218k; 600 ns:
-    # 521k; 1000 ns: 436k; 4000 ns: 184k. No GIL, no wait. The same for a
-    # non-fair waiter woken to compete while it spun (handoff 2.2-2.5 ->
-    # 1.4-1.7 us).
+    # A waiter whose wake-up came while it spun (so, within microseconds of
+    # the release: a grant, or in non-fair mode a call to compete) waits this
+    # long before it asks for the GIL: the releasing thread usually lets go
+    # of the GIL within a microsecond (it is on its way to its own next
+    # wait), and asking while it still holds it means sleeping on the GIL's
+    # condition variable until a wake-up of an idle CPU. Much shorter, the
+    # waiter still asks too early; much longer, it idles after the GIL is
+    # free. No GIL, no wait. (docs/design.rst, "The GIL grace".)
     fs_time GIL_GRACE_NS "FASTSEM_GIL_GRACE_NS"
 
 assert FS_COUNT_MAX == COUNT_MAX
@@ -308,10 +307,9 @@ cdef class Semaphore:
                 if fair:
                     continue
                 # Non-fair, maybe woken to compete: take the free permits now
-                # that this thread can run with them; taken without the GIL,
-                # they stayed idle until this thread got it (measured: 4
-                # threads 1.0-1.9M -> 3.3-3.9M acquisitions/s). Never sleeps
-                # while holding the GIL.
+                # that this thread can run with them (taken without the GIL,
+                # they would sit idle until it got it). Never sleeps while
+                # holding the GIL.
                 rc = fs_sem_wait(&self._sem, node, deadline, 0)
                 if rc == FS_PAUSED:
                     continue
@@ -431,7 +429,8 @@ cdef class BoundedSemaphore(Semaphore):
 
     # The same four methods again: CPython checks a method's `self` against
     # the class that defines it, with one pointer compare if it is that very
-    # class and a walk up the bases if not (about 5 ns a call).
+    # class and a walk up the bases if not, which an inherited method would
+    # pay on every call (docs/design.rst, "Methods defined twice").
     def acquire(self, blocking=True, timeout=None, *, n=1):
         """Acquire n permits (default 1), as Semaphore.acquire()."""
         return _acquire(self, blocking, timeout, n)
