@@ -1273,7 +1273,7 @@ static void test_wake_window(void)
         atomic_store(&fs_test_signal_delay_us, 10000);
         pthread_t th;
         start_thread(&th, window_releaser, &s);
-        nap_us(3000); // before the signal: take the released permit
+        WAIT_FOR(fs_sem_value(&s) == 1); // released; the signal is 10 ms away
         CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_OK);
         nap_us(12000); // after the signal: the waiter has found nothing
         if (second_is_close)
