@@ -1051,8 +1051,8 @@ static int waiter_rejoin_after_fork_locked(fs_sem *s, fs_waiter *w)
     return rc;
 }
 
-/* Non-fair mode: w competes for free permits, unless they are a starving
- * head's other than itself. Returns 1 if it took them and left the queue. */
+/* Non-fair mode: w competes for the free permits, unless they belong to a
+ * starving head other than w. Returns 1 if it took them and left the queue. */
 static int waiter_compete_locked(fs_state *st, fs_waiter *w)
 {
     if (st->fair || (st->queue.head != w && head_owns_free_permits(st)) ||
