@@ -43,36 +43,32 @@
  *
  * Wake-ups are decided under the mutex but sent after it is released:
  * signalled under the mutex, the woken thread would run only to block on the
- * mutex its waker still holds (a second context switch per handoff; measured:
- * a two-thread handoff took 9 us that way, 5 us this way). The node is on the
+ * mutex its waker still holds, a second context switch per handoff
+ * (docs/design.rst, "Wake-ups after the unlock"). The node is on the
  * waiter's stack, so the waker marks it signal_pending under the mutex and
  * clears the mark, with a release store, as its last touch of the node; the
  * waiter neither leaves nor goes back to sleep while the mark is set.
  *
  * Spinning. A waiter that is at the head of the queue when it would sleep
- * first spins on its event for up to FS_SPIN_NS (20 us; none on a single
- * CPU), as the first queued thread does in Java's AQS: between two threads
- * the next release usually comes sooner than a futex wake-up of an idle CPU
- * (5-50 us on a VM), so the handoff costs no system call on either side.
- * In fair mode the FS_YIELD_SPINNERS (2) waiters behind it also look, for up to
- * FS_YIELD_SPIN_NS (50 us), but yield the CPU between looks, so that the
- * holder and the head, which need a CPU to pass the permit on, get it first.
- * With 4 threads on one permit (2-CPU VM, CPython 3.11) that took 62-84k
- * acquisitions/s to 325-348k/s and the p99 wait from 95-110 us to 15-20 us.
- * Measured and rejected: the same spin without yielding (23k/s: it keeps
- * the CPU from the threads it waits for), yielding for 10 us (58k/s: most
- * then sleep anyway and pay both), every waiter yield-spinning (16 threads
- * used 1.9 CPUs instead of 0.9). Waiters further back sleep at once, so at
- * 16 threads the cost is what it was.
+ * first spins on its event for up to FS_SPIN_NS (none on a single CPU), as
+ * the first queued thread does in Java's AQS: between two threads the next
+ * release usually comes sooner than a futex wake-up of an idle CPU, so the
+ * handoff costs no system call on either side. In fair mode the
+ * FS_YIELD_SPINNERS waiters behind it also look, for up to FS_YIELD_SPIN_NS,
+ * but yield the CPU between looks, so that the holder and the head, which
+ * need a CPU to pass the permit on, get it first: a spin that does not yield
+ * keeps the CPU from the threads it waits for, and a budget much shorter than
+ * a handoff makes most spinners sleep anyway and pay for both. Waiters
+ * further back sleep at once, so many waiters cost no more CPU than a few.
+ * (docs/design.rst, "Spinning before sleeping".)
  *
  * Waking many at once (release(n), close, resize) goes as a relay: the nodes
  * whose outcome is decided leave the queue for the relay list in order, the
  * waker wakes the first, and every waiter that finishes wakes the next. Woken
- * all at once, thousands of threads fought for the mutex, then the GIL, and
- * starved the waker (measured: release(5000) cost 3.2x per waiter what
- * release(100) did, and the last waiter ran 8 s later); relayed, the waker's
- * work is a list append per waiter and the threads run one after the other,
- * in grant order.
+ * all at once, the threads would fight for the mutex (and for whatever lock
+ * their caller needs next) and starve the waker; relayed, the waker's work is
+ * a list append per waiter and the threads run one after the other, in grant
+ * order (docs/design.rst, "The relay").
  *
  * Fair mode (the default) keeps one invariant after every operation:
  *
@@ -97,10 +93,27 @@
  * permits are then handed to it as in fair mode, and nobody barges past it
  * (the handoff flag, read by the lock-free path) until it is served. A
  * barger that read the flag just before it was set may still take permits
- * lock-free, so the handoff takes them with a compare-and-swap. With
- * 16 threads on a pool of 4 that took the worst checkout from 0.5-2 s to
- * 32-42 ms, and the checkouts per second from 105-140k to 329-356k (woken
- * competitors no longer lose over and over).
+ * lock-free, so the handoff takes them with a compare-and-swap. Below the
+ * threshold barging keeps non-fair mode's throughput; past it, order wins,
+ * which caps the worst wait of a saturated semaphore (docs/design.rst,
+ * "Non-fair starvation").
+ *
+ * Callers that hold a big lock. The core serves callers whose threads must
+ * hold one lock to do anything with what they acquired: the Python binding,
+ * whose threads run Python only while they hold the interpreter's GIL. Two
+ * things a woken waiter would otherwise do at once, in the core, are handed
+ * back to the caller so that it does them once it holds that lock:
+ * - passing the relay on: a waiter that finishes with more of its batch
+ *   behind it returns with relay_owed set, and its caller calls
+ *   fs_sem_relay. Woken earlier, the next threads would queue on the big
+ *   lock, all at once, instead of in the core, in order;
+ * - competing, in non-fair mode: a waiter woken to compete returns
+ *   FS_PAUSED, and its caller competes with fs_sem_wait(..., wake_by 0),
+ *   which takes the permits if they are still free and never sleeps.
+ *   Permits taken before the taker holds the big lock sit idle until it
+ *   does, while the threads that could use them cannot take them.
+ * A caller with no such lock does both at once, right after the wait.
+ * fs_sem_cancel passes the relay on itself: its caller is unwinding.
  *
  * Leaving early. A waiter whose deadline passes takes itself out of the queue,
  * unless it was granted first, in which case it keeps the grant and reports
@@ -134,10 +147,6 @@
  * it at fork time) and drops the queued waiters, whose threads do not exist in
  * the child. The check is one atomic load per call. Permits that were granted
  * to parent threads stay held, as with any lock held by a vanished thread.
- *
- * Memory. The queue and the grant policy (fs_queue, fs_state) know nothing of
- * where the semaphore lives or how it is locked, so a process-shared variant
- * can reuse them with a different lock and node storage.
  */
 #if !defined(_POSIX_C_SOURCE) || _POSIX_C_SOURCE < 200809L
 #undef _POSIX_C_SOURCE
@@ -438,10 +447,9 @@ static inline void signal_node(fs_waiter *w)
 #endif
     /* The mark is cleared only after the wake-up system call returns. Woken
      * on its waker's CPU, a waiter then yields until the waker has gone on
-     * (usually to its own next wait, letting go of the GIL) instead of
-     * running into the GIL the waker still holds and sleeping again on it.
-     * Measured, 16 threads on one permit: 127-130k acquisitions/s this way,
-     * 65-71k/s with the mark cleared before the call. */
+     * (usually to its own next wait, letting go of its caller's big lock)
+     * instead of running into the lock the waker still holds and sleeping
+     * again on it (docs/design.rst, "Clearing the pending mark"). */
     event_set(&w->wakeup, w->wake_kind);
 #ifdef FS_TEST_HOOKS
     test_hook_delay();
@@ -549,9 +557,10 @@ static inline fs_count state_max(fs_state *st)
     return atomic_load_explicit(&st->max_value, memory_order_relaxed);
 }
 
-/* Counts an acquisition that did not wait. A relaxed atomic add: about 1 ns
- * after the compare-and-swap has the cache line (measured: 8.2 -> 9.1 ns for
- * the core's take), exact even when acquires run in parallel. */
+/* Counts an acquisition that did not wait. A relaxed atomic add, cheap right
+ * after the compare-and-swap that brought the cache line, and exact even when
+ * acquires run in parallel (docs/design.rst, "Counting uncontended
+ * acquisitions"; bench/test_statistics_overhead.py measures it). */
 #ifndef FS_COUNT_UNCONTENDED
 #define FS_COUNT_UNCONTENDED 1 // 0 only in bench/, to measure what counting costs
 #endif
@@ -770,9 +779,9 @@ static void state_dispatch(fs_state *st)
          * again; waking it again per release cost the releaser a system call
          * each time for nothing). A competitor that takes its permits, times
          * out or is cancelled dispatches again, so the next one is woken
-         * then: a chain, as the fair relay. Waking every waiter that fits at
-         * once, release(5000) took 34-40 s, the woken threads starving the
-         * waker of the CPU on their way to the GIL. */
+         * then: a chain, as the fair relay. Woken all at once, the threads
+         * that fit starve the waker of the CPU (docs/design.rst, "The
+         * relay"). */
         if (w != NULL && !w->starving && w->want <= state_count(st) && !w->woken) {
             w->woken = 1;
             wake_later(st, w, FS_WAKE_LOOK);
@@ -809,8 +818,10 @@ static int state_take_or_mark_waiting(fs_state *st, fs_count n)
 
 int fs_sem_init(fs_sem *s, fs_count value, fs_count max_value, int fair)
 {
-    if (value < 0 || (max_value >= 0 && value > max_value))
-        return FS_EINVAL;
+    if (value < 0)
+        return FS_BAD_VALUE;
+    if (max_value >= 0 && value > max_value)
+        return FS_OVER_BOUND;
     if (value > FS_COUNT_MAX || max_value > FS_COUNT_MAX)
         return FS_OVERFLOW;
     pthread_once(&g_once, global_init);
@@ -822,8 +833,6 @@ int fs_sem_init(fs_sem *s, fs_count value, fs_count max_value, int fair)
     atomic_init(&s->st.uncontended, 0);
     s->st.fair = fair ? 1 : 0;
     s->st.debt = 0;
-    s->st.relay_by_caller = 0;
-    s->st.compete_by_caller = 0;
     atomic_init(&s->st.handoff, 0);
     s->st.spin_ns = g_cpus > 1 ? FS_SPIN_NS : 0;
     s->st.yield_spin_ns = g_cpus > 1 ? FS_YIELD_SPIN_NS : 0;
@@ -851,10 +860,10 @@ void fs_sem_destroy(fs_sem *s)
 static int check_request(fs_state *st, fs_count n)
 {
     if (n < 1)
-        return FS_EINVAL;
+        return FS_BAD_COUNT;
     fs_count max = state_max(st);
     if (max >= 0 && n > max) // a bounded semaphore never holds more
-        return FS_EINVAL;
+        return FS_OVER_MAX;
     return n > FS_COUNT_MAX ? FS_OVERFLOW : FS_OK;
 }
 
@@ -977,10 +986,11 @@ static void await_signal_unlocked(fs_waiter *w)
 }
 
 /* The node is finished with (the caller holds the mutex): it leaves the
- * relay, passes the relay on (or, may_defer_relay, leaves that to the caller:
- * fs_sem_defer_relay), and its event goes, unless it came from the parent of
- * a fork, whose state of it is unknown. */
-static void waiter_done(fs_sem *s, fs_waiter *w, int may_defer_relay)
+ * relay, and its event goes, unless it came from the parent of a fork, whose
+ * state of it is unknown. With pass_relay it wakes the relay's next node;
+ * else its caller does, once ready (relay_owed: "Callers that hold a big
+ * lock"). */
+static void waiter_done(fs_sem *s, fs_waiter *w, int pass_relay)
 {
     w->relay_owed = 0;
     if (!waiter_was_dropped(s, w)) {
@@ -988,10 +998,10 @@ static void waiter_done(fs_sem *s, fs_waiter *w, int may_defer_relay)
             queue_remove(&s->st.relay, w);
             w->relayed = 0;
         }
-        if (may_defer_relay && s->st.relay_by_caller)
-            w->relay_owed = s->st.relay.head != NULL;
-        else
+        if (pass_relay)
             relay_wake_next(&s->st);
+        else
+            w->relay_owed = s->st.relay.head != NULL;
         await_signal(s, w); // its waker may still be about to touch it
         event_destroy(&w->wakeup);
     }
@@ -1007,108 +1017,150 @@ static int waiter_outcome(int state)
     case FS_W_CLOSED:
         return FS_CLOSED;
     default:
-        return FS_EINVAL; // FS_W_REJECTED
+        return FS_OVER_MAX; // FS_W_REJECTED: the bound was lowered below its request
     }
 }
 
 /* A FINAL wake-up: w's outcome was decided, and w taken out of every list,
  * before its event was set, and nobody touches it any more but its waker
- * (until it clears signal_pending). So it finishes without the mutex. */
-static int waiter_finish_unlocked(fs_sem *s, fs_waiter *w)
+ * (until it clears signal_pending). So it finishes without the mutex; its
+ * waker has set relay_owed. */
+static int waiter_finish_unlocked(fs_waiter *w)
 {
     int rc = waiter_outcome(w->state);
-    if (w->relay_owed && !s->st.relay_by_caller) {
-        fs_sem_relay(s);
-        w->relay_owed = 0;
-    }
     await_signal_unlocked(w);
     event_destroy(&w->wakeup);
     w->state = FS_W_DONE;
     return rc;
 }
 
+/* The steps of fs_sem_wait. Those named _locked run under the mutex. */
+
+/* In a fork child, a node whose queue the child dropped joins this process's
+ * queue again, at the tail, or takes its permits at once: FS_QUEUED, or how
+ * its wait ends (the node is finished). A signal the parent had pending for
+ * it will never come. */
+static int waiter_rejoin_after_fork_locked(fs_sem *s, fs_waiter *w)
+{
+    atomic_store_explicit(&w->signal_pending, 0, memory_order_relaxed);
+    int rc = take_or_enqueue_locked(s, w, w->want);
+    if (rc != FS_QUEUED) {
+        w->state = FS_W_DONE;
+        w->relay_owed = 0;
+    }
+    return rc;
+}
+
+/* Non-fair mode: w competes for the free permits, unless they belong to a
+ * starving head other than w. Returns 1 if it took them and left the queue. */
+static int waiter_compete_locked(fs_state *st, fs_waiter *w)
+{
+    if (st->fair || (st->queue.head != w && head_owns_free_permits(st)) ||
+        !word_try_take(st, w->want, 0))
+        return 0;
+    queue_remove(&st->queue, w);
+    stats_contended(st, w);
+    state_dispatch(st); // others may fit in what is left
+    return 1;
+}
+
+/* Where w stands: FS_QUEUED if it waits on (*now: when it looked), else how
+ * its wait ends, w having left the queue: its decided outcome, FS_OK if it
+ * competed and took its permits, or FS_TIMEOUT at its deadline (whoever it
+ * held back is reconsidered). */
+static int waiter_look_locked(fs_state *st, fs_waiter *w, fs_time deadline, fs_time *now)
+{
+    if (w->state != FS_W_WAITING)
+        return waiter_outcome(w->state);
+    if (waiter_compete_locked(st, w))
+        return FS_OK;
+    *now = fs_now();
+    if (*now < deadline)
+        return FS_QUEUED;
+    queue_remove(&st->queue, w);
+    stats_count(st, offsetof(fs_stats, timeouts));
+    state_dispatch(st); // whoever it held back may go now
+    return FS_TIMEOUT;
+}
+
+/* w is about to sleep: a non-fair head that was woken to compete and lost
+ * after FS_STARVE_NS in the queue is starving from now on; w has looked, so
+ * the next release may wake it again; its event is reset. Returns how long
+ * it looks at its event before it sleeps: the head spins, in fair mode the
+ * FS_YIELD_SPINNERS behind it yield-spin (*yield_cpu), the rest sleep at
+ * once. Non-fair waiters behind the head would only be woken to compete, and
+ * their looks would take the mutex from the holder. */
+static fs_time waiter_before_sleep_locked(fs_state *st, fs_waiter *w, fs_time now,
+                                          int *yield_cpu)
+{
+    int head = st->queue.head == w;
+    if (w->woken && !st->fair && head && now - w->queued_at >= st->starve_ns) {
+        w->starving = 1;
+        handoff_follow_head(st);
+    }
+    w->woken = 0;
+    event_reset(&w->wakeup);
+    *yield_cpu = !head;
+    if (head)
+        return st->spin_ns;
+    return st->fair && queue_near_head(&st->queue, w) ? st->yield_spin_ns : 0;
+}
+
+/* Without the mutex: looks at w's event for up to `spin`, then sleeps on it
+ * until `until`. Returns the event's kind as event_wait does, and sets
+ * w->spun if it came while w spun. */
+static int waiter_sleep(fs_waiter *w, fs_time now, fs_time spin, int yield_cpu, fs_time until)
+{
+    int kind = 0;
+    if (spin > 0)
+        kind = spin_for_event(&w->wakeup, now + spin < until ? now + spin : until, yield_cpu);
+    w->spun = kind != 0;
+    if (kind == 0)
+        kind = event_wait(&w->wakeup, until);
+    return kind;
+}
+
 int fs_sem_wait(fs_sem *s, fs_waiter *w, fs_time deadline, fs_time wake_by)
 {
-    fs_state *st = &s->st;
-    int rc;
+    fs_time until = deadline < wake_by ? deadline : wake_by;
     int interrupted = 0;
+    int rc;
     sem_lock(s);
     if (waiter_was_dropped(s, w) && w->state == FS_W_WAITING) {
-        // Join again at the tail of this process's queue (or take at once);
-        // a signal the parent had pending for it will never come.
-        atomic_store_explicit(&w->signal_pending, 0, memory_order_relaxed);
-        rc = take_or_enqueue_locked(s, w, w->want);
+        rc = waiter_rejoin_after_fork_locked(s, w);
         if (rc != FS_QUEUED) {
-            w->state = FS_W_DONE;
-            w->relay_owed = 0;
             sem_unlock(s);
             return rc;
         }
     }
     for (;;) {
-        if (w->state != FS_W_WAITING) {
-            rc = waiter_outcome(w->state);
+        fs_time now = 0;
+        rc = waiter_look_locked(&s->st, w, deadline, &now);
+        if (rc != FS_QUEUED)
             break;
-        }
-        if (!st->fair && (st->queue.head == w || !head_owns_free_permits(st)) &&
-            word_try_take(st, w->want, 0)) {
-            // Non-fair: a woken waiter competes for free permits.
-            queue_remove(&st->queue, w);
-            stats_contended(st, w);
-            state_dispatch(st); // others may fit in what is left
-            rc = FS_OK;
-            break;
-        }
-        fs_time now = fs_now();
-        if (now >= deadline) {
-            queue_remove(&st->queue, w);
-            stats_count(st, offsetof(fs_stats, timeouts));
-            state_dispatch(st); // whoever it held back may go now
-            rc = FS_TIMEOUT;
-            break;
-        }
         if (now >= wake_by || interrupted) {
             sem_unlock(s);
             return FS_PAUSED;
         }
         if (atomic_load_explicit(&w->signal_pending, memory_order_acquire)) {
             /* Not asleep with a signal in flight: it may have been sent
-             * already, and the reset below would swallow it, while a waker
-             * that finds the mark set sends no other. */
+             * already, and the reset before sleeping would swallow it, while
+             * a waker that finds the mark set sends no other. */
             await_signal(s, w);
             continue;
         }
-        if (w->woken && !st->fair && st->queue.head == w && now - w->queued_at >= st->starve_ns) {
-            w->starving = 1;
-            handoff_follow_head(st);
-        }
-        w->woken = 0; // it has looked: the next release wakes it again
-        event_reset(&w->wakeup);
-        fs_time until = deadline < wake_by ? deadline : wake_by;
-        /* The head spins; in fair mode the next FS_YIELD_SPINNERS yield-spin
-         * (non-fair: they would only be woken to compete, and their looks
-         * took the mutex from the holder: 4 threads fell from 1.1-2.3M to
-         * 0.7-1.8M acquisitions/s); the rest sleep. */
-        int head = st->queue.head == w;
-        fs_time spin = head                                          ? st->spin_ns
-                       : st->fair && queue_near_head(&st->queue, w) ? st->yield_spin_ns
-                                                                    : 0;
-        fs_time spin_until = now + spin < until ? now + spin : until;
+        int yield_cpu;
+        fs_time spin = waiter_before_sleep_locked(&s->st, w, now, &yield_cpu);
         sem_unlock(s);
-        int kind = 0;
-        if (spin > 0)
-            kind = spin_for_event(&w->wakeup, spin_until, !head);
-        w->spun = kind != 0;
-        if (kind == 0)
-            kind = event_wait(&w->wakeup, until);
+        int kind = waiter_sleep(w, now, spin, yield_cpu, until);
         if (kind == FS_WAKE_FINAL)
-            return waiter_finish_unlocked(s, w);
-        if (kind == FS_WAKE_LOOK && st->compete_by_caller)
-            return FS_PAUSED; // woken to compete (non-fair): the caller does it
+            return waiter_finish_unlocked(w);
+        if (kind == FS_WAKE_LOOK)
+            return FS_PAUSED; // woken to compete (non-fair): its caller does that
         interrupted = kind < 0 && wake_by != FS_FOREVER;
         sem_lock(s);
     }
-    waiter_done(s, w, 1);
+    waiter_done(s, w, 0);
     sem_unlock(s);
     return rc;
 }
@@ -1130,7 +1182,7 @@ int fs_sem_cancel(fs_sem *s, fs_waiter *w)
     if (w->state != FS_W_DONE) {
         stats_count(st, offsetof(fs_stats, interrupts));
         state_dispatch(st);
-        waiter_done(s, w, 0);
+        waiter_done(s, w, 1); // its caller is unwinding: pass the relay on now
     }
     sem_unlock(s);
     return passed_on;
@@ -1151,20 +1203,6 @@ void fs_sem_set_starve(fs_sem *s, fs_time ns)
     sem_unlock(s);
 }
 
-void fs_sem_defer_relay(fs_sem *s)
-{
-    sem_lock(s);
-    s->st.relay_by_caller = 1;
-    sem_unlock(s);
-}
-
-void fs_sem_defer_compete(fs_sem *s)
-{
-    sem_lock(s);
-    s->st.compete_by_caller = 1;
-    sem_unlock(s);
-}
-
 void fs_sem_relay(fs_sem *s)
 {
     sem_lock(s);
@@ -1176,7 +1214,7 @@ int fs_sem_release(fs_sem *s, fs_count n)
 {
     fs_state *st = &s->st;
     if (n < 1)
-        return FS_EINVAL;
+        return FS_BAD_COUNT;
     if (word_try_put(st, n, 0) == FS_OK)
         return FS_OK; // nobody waits: no lock, no system call
     sem_lock(s);
@@ -1230,8 +1268,10 @@ fs_count fs_sem_drain(fs_sem *s)
 int fs_sem_resize(fs_sem *s, fs_count new_max)
 {
     fs_state *st = &s->st;
-    if (new_max < 0 || state_max(st) < 0)
-        return FS_EINVAL;
+    if (new_max < 0)
+        return FS_BAD_BOUND;
+    if (state_max(st) < 0)
+        return FS_UNBOUNDED;
     if (new_max > FS_COUNT_MAX)
         return FS_OVERFLOW;
     sem_lock(s);

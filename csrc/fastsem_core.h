@@ -9,19 +9,26 @@
  * Calling convention for a blocking acquire (the caller owns the node):
  *
  *     fs_waiter w;
- *     int rc = fs_sem_acquire_or_enqueue(&sem, &w, n);   // FS_OK or FS_QUEUED
+ *     int rc = fs_sem_acquire_or_enqueue(&sem, &w, n); // FS_OK, FS_QUEUED, or an error
  *     while (rc == FS_QUEUED) {
- *         rc = fs_sem_wait(&sem, &w, deadline, wake_by); // OK, TIMEOUT, PAUSED, CLOSED
- *         if (rc == FS_PAUSED && must_give_up) {
- *             fs_sem_cancel(&sem, &w);                   // never loses a permit
- *             break;
+ *         rc = fs_sem_wait(&sem, &w, deadline, wake_by);
+ *         if (rc == FS_PAUSED) {                     // w keeps its place
+ *             if (must_give_up) {
+ *                 fs_sem_cancel(&sem, &w);           // never loses a permit
+ *                 break;
+ *             }
+ *             rc = FS_QUEUED;                        // wait again (competes first)
+ *         } else if (fs_waiter_relay_owed(&w)) {
+ *             fs_sem_relay(&sem);                    // wake the next of w's batch
  *         }
- *         if (rc == FS_PAUSED) rc = FS_QUEUED;           // same place in line
  *     }
  *
  * FS_PAUSED lets a caller step out of the wait (to run signal handlers, say)
  * without leaving the queue; the node must then stay alive until the caller
- * waits again, or cancels.
+ * waits again, or cancels. The two hand-backs, FS_PAUSED for a non-fair
+ * waiter woken to compete and relay_owed, let a caller that holds a big lock
+ * choose when the next thread runs: "Callers that hold a big lock" in
+ * fastsem_core.c.
  */
 #ifndef FASTSEM_CORE_H
 #define FASTSEM_CORE_H
@@ -35,18 +42,25 @@
 extern "C" {
 #endif
 
-/* Status codes. */
+/* Status codes. Each failure has its own, so that a caller can map them to
+ * its errors one to one; on failure nothing has changed. */
 enum {
     FS_OK = 0,          /* the permits are the caller's */
     FS_WOULD_BLOCK = 1, /* try_acquire: not available without waiting */
     FS_QUEUED = 2,      /* acquire_or_enqueue: the node is now in the queue */
     FS_TIMEOUT = 3,     /* the deadline passed; the node has left the queue */
-    FS_PAUSED = 4,      /* wake_by passed; the node is still queued */
-    FS_OVER_BOUND = 5,  /* release: the count would pass the bound; nothing changed */
-    FS_OVERFLOW = 6,    /* release: the count would not fit in fs_count; nothing changed */
-    FS_EINVAL = 7,      /* bad argument (n < 1, negative value, ...) */
-    FS_ENOMEM = 8,      /* pthread primitive could not be initialised */
-    FS_CLOSED = 9       /* the semaphore is closed: no acquire can succeed */
+    FS_PAUSED = 4,      /* wake_by passed, or (non-fair) woken to compete; the
+                           node is still queued */
+    FS_OVER_BOUND = 5,  /* release, init: the count would pass the bound */
+    FS_OVERFLOW = 6,    /* a count or request past FS_COUNT_MAX */
+    FS_BAD_COUNT = 7,   /* acquire, release: n < 1 */
+    FS_ENOMEM = 8,      /* a pthread primitive could not be initialised */
+    FS_CLOSED = 9,      /* the semaphore is closed: no acquire can succeed */
+    FS_OVER_MAX = 10,   /* acquire: n is more than a bounded semaphore's bound,
+                           now or (from fs_sem_wait) after a resize lowered it */
+    FS_BAD_VALUE = 11,  /* init: a negative initial value */
+    FS_BAD_BOUND = 12,  /* resize: a negative bound */
+    FS_UNBOUNDED = 13   /* resize: the semaphore has no bound to move */
 };
 
 typedef long long fs_count;
@@ -106,7 +120,7 @@ typedef struct fs_waiter {
     int starving;                  /* non-fair: lost a competition after
                                       FS_STARVE_NS in the queue */
     int spun;                      /* out: its wake-up came while it spun */
-    int relay_owed;                /* out: see fs_sem_defer_relay */
+    int relay_owed;                /* out: the caller must call fs_sem_relay */
 } fs_waiter;
 
 /* The FIFO of waiters: pure list logic, no locking, no idea of time. */
@@ -149,10 +163,8 @@ typedef struct fs_state {
     _Atomic uint64_t word;       /* free permits | FS_WORD_SLOW | FS_WORD_CLOSED */
     _Atomic fs_count max_value;  /* the bound of a bounded semaphore, else -1 */
     int fair;                    /* 1: FIFO with direct handoff; 0: barging allowed */
-    int relay_by_caller;         /* fs_sem_defer_relay was called */
     _Atomic int handoff;         /* non-fair: the head is starving, so permits
                                     go to it and nobody barges */
-    int compete_by_caller;       /* fs_sem_defer_compete was called */
     fs_time spin_ns;             /* fs_sem_set_spin: the head's budget */
     fs_time yield_spin_ns;       /* fs_sem_set_spin: the next ones' budget */
     fs_time starve_ns;           /* fs_sem_set_starve */
@@ -173,15 +185,15 @@ typedef struct fs_sem {
     fs_state st;
 } fs_sem;
 
-/* Returns FS_OK, FS_EINVAL (value < 0, or max_value >= 0 and value > max_value),
- * FS_OVERFLOW (value or max_value > FS_COUNT_MAX) or FS_ENOMEM. max_value < 0
- * means unbounded. */
+/* Returns FS_OK, FS_BAD_VALUE (value < 0), FS_OVER_BOUND (max_value >= 0 and
+ * value > max_value), FS_OVERFLOW (value or max_value > FS_COUNT_MAX) or
+ * FS_ENOMEM. max_value < 0 means unbounded. */
 int fs_sem_init(fs_sem *s, fs_count value, fs_count max_value, int fair);
 void fs_sem_destroy(fs_sem *s);
 
-/* Takes n permits if that needs no wait: FS_OK or FS_WOULD_BLOCK; FS_EINVAL
- * for n < 1 or past the bound, FS_OVERFLOW past FS_COUNT_MAX, FS_CLOSED. In
- * fair mode it never overtakes a queued waiter. */
+/* Takes n permits if that needs no wait: FS_OK or FS_WOULD_BLOCK; FS_BAD_COUNT
+ * for n < 1, FS_OVER_MAX past the bound, FS_OVERFLOW past FS_COUNT_MAX,
+ * FS_CLOSED. In fair mode it never overtakes a queued waiter. */
 int fs_sem_try_acquire(fs_sem *s, fs_count n);
 
 /* As try_acquire, but on FS_WOULD_BLOCK queues w (at the tail) in the same
@@ -190,46 +202,47 @@ int fs_sem_acquire_or_enqueue(fs_sem *s, fs_waiter *w, fs_count n);
 
 /* Waits for a queued w to be granted. Returns FS_OK once granted (also when
  * the grant and the deadline meet), FS_TIMEOUT at `deadline` (w has left the
- * queue, and whoever it held back has been reconsidered), FS_PAUSED at
- * `wake_by` (w keeps its place; with a finite wake_by also earlier, when a
- * signal handler interrupted the wait: Linux), FS_CLOSED if the semaphore was closed, FS_EINVAL
- * if a lowered bound turned the request away (in both cases w has left the
- * queue). Either time may be FS_FOREVER. FS_ENOMEM only
- * if, in a fork child, the node could not be queued again (w is finished). */
+ * queue, and whoever it held back has been reconsidered), FS_CLOSED if the
+ * semaphore was closed, FS_OVER_MAX if a lowered bound turned the request
+ * away (in both cases w has left the queue), or FS_PAUSED with w still in
+ * its place: at `wake_by`; with a finite wake_by also earlier, when a signal
+ * handler interrupted the wait (Linux); and in non-fair mode when a release
+ * woke w to compete for free permits. Either time may be FS_FOREVER. Called
+ * again after FS_PAUSED, it first competes (non-fair) and looks at the
+ * outcome; with wake_by 0 it then returns FS_PAUSED rather than sleep.
+ * FS_ENOMEM only if, in a fork child, the node could not be queued again (w
+ * is finished).
+ *
+ * Waiters whose outcome is decided together (release(n), close, resize) are
+ * woken one after the other, each by the one before: when fs_sem_wait returns
+ * anything but FS_PAUSED with w->relay_owed set (fs_waiter_relay_owed), the
+ * caller must call fs_sem_relay(s), at the moment it is ready for the next
+ * thread to run, or the rest of the batch sleeps on. */
 int fs_sem_wait(fs_sem *s, fs_waiter *w, fs_time deadline, fs_time wake_by);
-
-/* Takes a queued w out of the queue for good. If w was granted meanwhile,
- * its permits are released again (handed on to the next waiters). Returns 1
- * if a grant was passed on, 0 if w was still waiting. */
-int fs_sem_cancel(fs_sem *s, fs_waiter *w);
-
-/* Waiters whose outcome is decided together (release(n), close, resize) are
- * woken one after the other: fs_sem_wait wakes the next before it returns.
- * After fs_sem_defer_relay(s), it leaves that to its caller instead: when it
- * returns anything but FS_PAUSED with w->relay_owed set, the caller must
- * call fs_sem_relay(s), at the moment it is ready for the next thread to run
- * (the binding: once it holds the interpreter lock again, so that woken
- * threads queue on the core, not all on that lock). */
-void fs_sem_defer_relay(fs_sem *s);
 void fs_sem_relay(fs_sem *s);
 
-/* Non-fair mode: a release wakes a queued waiter to compete for the free
- * permits, and by default fs_sem_wait competes at once. After
- * fs_sem_defer_compete(s), it returns FS_PAUSED instead (w keeps its place),
- * and the caller competes when it is ready to run: fs_sem_wait(s, w,
- * deadline, 0) takes the permits if they are free and otherwise returns
- * FS_PAUSED without sleeping. The binding competes once it holds the
- * interpreter lock again: a waiter that took the permits while another
- * thread held that lock kept them idle until it got the lock. No effect in
- * fair mode, where permits are handed over. Call it before s is shared. */
-void fs_sem_defer_compete(fs_sem *s);
+/* Takes a queued w out of the queue for good. If w was granted meanwhile,
+ * its permits are released again (handed on to the next waiters); a relay
+ * it held is passed on at once. Returns 1 if a grant was passed on, 0 if w
+ * was still waiting. */
+int fs_sem_cancel(fs_sem *s, fs_waiter *w);
+
+/* What the last fs_sem_wait left in w. */
+static inline int fs_waiter_relay_owed(const fs_waiter *w)
+{
+    return w->relay_owed;
+}
+static inline int fs_waiter_spun(const fs_waiter *w)
+{
+    return w->spun;
+}
 
 /* Before it sleeps, a waiter at the head of the queue spins up to head_ns
  * nanoseconds looking at its event, and in fair mode the FS_YIELD_SPINNERS
  * waiters behind it look for up to next_ns, yielding the CPU between looks: a
- * handoff that comes meanwhile costs no wake-up (a futex wake-up of an idle
- * CPU takes 5-50 us on a VM, at times milliseconds; the next release often
- * comes sooner). fs_sem_wait then returns with w->spun set. The defaults are
+ * handoff that comes meanwhile costs no wake-up of an idle CPU, which often
+ * takes longer than the next release does to come. fs_sem_wait then returns
+ * with w->spun set (fs_waiter_spun). The defaults are
  * FS_SPIN_NS and FS_YIELD_SPIN_NS, or 0 and 0 on a single CPU (where the
  * releaser cannot run while the waiter spins). 0 turns either off. */
 #define FS_SPIN_NS 20000
@@ -243,7 +256,7 @@ void fs_sem_set_spin(fs_sem *s, fs_time head_ns, fs_time next_ns);
 #define FS_STARVE_NS 1000000
 void fs_sem_set_starve(fs_sem *s, fs_time ns);
 
-/* Adds n permits and hands them to the oldest waiters. FS_OK, FS_EINVAL
+/* Adds n permits and hands them to the oldest waiters. FS_OK, FS_BAD_COUNT
  * (n < 1), FS_OVER_BOUND or FS_OVERFLOW (nothing changed on failure). */
 int fs_sem_release(fs_sem *s, fs_count n);
 
@@ -253,6 +266,12 @@ fs_count fs_sem_value(fs_sem *s);
 size_t fs_sem_waiting(fs_sem *s);
 fs_count fs_sem_max_value(fs_sem *s); /* -1 if unbounded */
 int fs_sem_closed(fs_sem *s);
+
+/* 1 in fair mode, 0 in non-fair mode (fixed by fs_sem_init). */
+static inline int fs_sem_fair(const fs_sem *s)
+{
+    return s->st.fair;
+}
 
 /* Turns away every queued waiter and every later acquire (FS_CLOSED);
  * releases still work. Idempotent. */
@@ -264,8 +283,9 @@ fs_count fs_sem_drain(fs_sem *s);
 
 /* Bounded semaphores: a new bound. Raising it adds permits and serves the
  * queue; lowering it takes free permits now and the rest from later releases;
- * queued requests larger than the new bound are turned away (FS_EINVAL from
- * fs_sem_wait). FS_OK, or FS_EINVAL (unbounded, or new_max < 0). */
+ * queued requests larger than the new bound are turned away (FS_OVER_MAX from
+ * fs_sem_wait). FS_OK, FS_BAD_BOUND (new_max < 0), FS_UNBOUNDED or
+ * FS_OVERFLOW (new_max > FS_COUNT_MAX). */
 int fs_sem_resize(fs_sem *s, fs_count new_max);
 
 /* The histogram bucket a wait of that many nanoseconds is counted in. */

@@ -48,19 +48,20 @@ cdef extern from "fastsem_core.h" nogil:
         FS_PAUSED
         FS_OVER_BOUND
         FS_OVERFLOW
-        FS_EINVAL
+        FS_BAD_COUNT
         FS_ENOMEM
         FS_CLOSED
+        FS_OVER_MAX
+        FS_BAD_VALUE
+        FS_BAD_BOUND
+        FS_UNBOUNDED
 
+    # Opaque here: the binding reads them through the core's accessors.
     ctypedef struct fs_waiter:
-        int relay_owed
-        int spun
-
-    ctypedef struct fs_state:
-        int fair
+        pass
 
     ctypedef struct fs_sem:
-        fs_state st
+        pass
 
     ctypedef struct fs_stats:
         uint64_t acquisitions
@@ -78,9 +79,10 @@ cdef extern from "fastsem_core.h" nogil:
     int fs_sem_acquire_or_enqueue(fs_sem *s, fs_waiter *w, fs_count n)
     int fs_sem_wait(fs_sem *s, fs_waiter *w, fs_time deadline, fs_time wake_by)
     int fs_sem_cancel(fs_sem *s, fs_waiter *w)
-    void fs_sem_defer_relay(fs_sem *s)
-    void fs_sem_defer_compete(fs_sem *s)
     void fs_sem_relay(fs_sem *s)
+    int fs_waiter_relay_owed(const fs_waiter *w)
+    int fs_waiter_spun(const fs_waiter *w)
+    int fs_sem_fair(const fs_sem *s)
     int fs_sem_release(fs_sem *s, fs_count n)
     fs_count fs_sem_value(fs_sem *s)
     size_t fs_sem_waiting(fs_sem *s)
@@ -104,15 +106,14 @@ cdef extern from *:
     #define FASTSEM_GIL_GRACE_NS 1000
     #endif
     """
-    # A waiter whose grant came while it spun (so, within microseconds of the
-    # release) waits this long before it asks for the GIL: the releasing
-    # thread usually lets go of the GIL within a microsecond (it is on its way
-    # to its own next wait), and asking while it still holds it means sleeping
-    # on the GIL's condition variable and a wake-up of 5-50 us. Measured, two
-    # threads on one permit: 0 ns: 39k acquisitions/s; 300 ns: 218k; 600 ns:
-    # 521k; 1000 ns: 436k; 4000 ns: 184k. No GIL, no wait. The same for a
-    # non-fair waiter woken to compete while it spun (handoff 2.2-2.5 ->
-    # 1.4-1.7 us).
+    # A waiter whose wake-up came while it spun (so, within microseconds of
+    # the release: a grant, or in non-fair mode a call to compete) waits this
+    # long before it asks for the GIL: the releasing thread usually lets go
+    # of the GIL within a microsecond (it is on its way to its own next
+    # wait), and asking while it still holds it means sleeping on the GIL's
+    # condition variable until a wake-up of an idle CPU. Much shorter, the
+    # waiter still asks too early; much longer, it idles after the GIL is
+    # free. No GIL, no wait. (docs/design.rst, "The GIL grace".)
     fs_time GIL_GRACE_NS "FASTSEM_GIL_GRACE_NS"
 
 assert FS_COUNT_MAX == COUNT_MAX
@@ -173,29 +174,29 @@ cdef inline fs_count _as_count(object n) except? -1:
     return PyNumber_Index(n)
 
 
-cdef inline int _check_count(fs_count n) except -1:
-    if n < 1:
-        raise ValueError("n must be one or more")
-    return 0
-
-
 cdef int _raise_for(int rc, fs_count count, Semaphore sem) except -1:
-    """The exception for a core status that is not success."""
-    cdef fs_count bound
+    """Raises the exception of a core failure: one status, one exception.
+    count is the request (n, or the new bound of resize())."""
     if not sem._initialized:
         _raise_uninitialized(sem)
     if rc == FS_CLOSED:
         raise SemaphoreClosed("the semaphore is closed")
-    _check_count(count)
+    if rc == FS_BAD_COUNT:
+        raise ValueError("n must be one or more")
+    if rc == FS_OVER_MAX:
+        raise ValueError(f"cannot acquire {count} permits from a semaphore "
+                         f"bounded at {fs_sem_max_value(&sem._sem)}")
     if rc == FS_OVER_BOUND:
         raise ValueError("Semaphore released too many times")
     if rc == FS_OVERFLOW:
         raise OverflowError(f"a semaphore counts at most {FS_COUNT_MAX} permits")
-    if rc == FS_EINVAL:
-        bound = fs_sem_max_value(&sem._sem)
-        raise ValueError(
-            f"cannot acquire {count} permits from a semaphore bounded at {bound}")
-    raise MemoryError("could not initialise a wait")
+    if rc == FS_BAD_VALUE:
+        raise ValueError("semaphore initial value must be >= 0")
+    if rc == FS_BAD_BOUND:
+        raise ValueError("the bound must be >= 0")
+    if rc == FS_ENOMEM:
+        raise MemoryError("could not initialise a wait")
+    raise SystemError(f"fastsem: unexpected status {rc} from the core")
 
 
 cdef int _init_unconfigured(fs_sem *sem) except -1:
@@ -272,10 +273,6 @@ cdef class Semaphore:
         if rc != FS_OK:
             _init_unconfigured(&self._sem)
             raise MemoryError("could not initialise the semaphore")
-        # Woken threads are relayed, and compete, once each holds the GIL
-        # (see _wait).
-        fs_sem_defer_relay(&self._sem)
-        fs_sem_defer_compete(&self._sem)
         self._tracker = tracker
         self._initialized = True
         return 0
@@ -323,7 +320,11 @@ cdef class Semaphore:
         receipt.pop()
 
     cdef bint _wait(self, fs_waiter *node, fs_time deadline, fs_count count) except -1:
+        # The core hands two things back to run once this thread holds the
+        # GIL again: competing (non-fair) and waking the next thread of a
+        # relay (fastsem_core.c, "Callers that hold a big lock").
         cdef bint pausing = PyThread_get_thread_ident() == _main_thread_ident
+        cdef bint fair = fs_sem_fair(&self._sem)
         cdef fs_time wake_by = FS_FOREVER
         cdef int rc
         while True:
@@ -331,8 +332,8 @@ cdef class Semaphore:
                 if pausing:
                     wake_by = fs_now() + SIGNAL_CHECK_INTERVAL_NS
                 rc = fs_sem_wait(&self._sem, node, deadline, wake_by)
-                if node.spun and GIL_GRACE_NS > 0 and (
-                    rc == FS_OK or (rc == FS_PAUSED and not self._sem.st.fair)
+                if fs_waiter_spun(node) and GIL_GRACE_NS > 0 and (
+                    rc == FS_OK or (rc == FS_PAUSED and not fair)
                 ):
                     _spin_for(GIL_GRACE_NS)
             if rc == FS_PAUSED:
@@ -344,18 +345,17 @@ cdef class Semaphore:
                 except BaseException:
                     fs_sem_cancel(&self._sem, node)
                     raise
-                if self._sem.st.fair:
+                if fair:
                     continue
-                # Non-fair: woken to compete (fs_sem_defer_compete). Take the
-                # free permits now that this thread can run with them; taken
-                # without the GIL, they stayed idle until this thread got it
-                # (measured: 4 threads 1.0-1.9M -> 3.3-3.9M acquisitions/s).
-                # Never sleeps while holding the GIL.
+                # Non-fair, maybe woken to compete: take the free permits now
+                # that this thread can run with them (taken without the GIL,
+                # they would sit idle until it got it). Never sleeps while
+                # holding the GIL.
                 rc = fs_sem_wait(&self._sem, node, deadline, 0)
                 if rc == FS_PAUSED:
                     continue
             # Holding the GIL again: now the next relayed waiter may run.
-            if node.relay_owed:
+            if fs_waiter_relay_owed(node):
                 fs_sem_relay(&self._sem)
             if rc == FS_OK:
                 return True
@@ -467,7 +467,7 @@ cdef class Semaphore:
     def fair(self):
         """True if permits are granted strictly in arrival order."""
         self._check_initialized()
-        return self._sem.st.fair != 0
+        return fs_sem_fair(&self._sem) != 0
 
 
 @cython.auto_pickle(False)
@@ -485,7 +485,8 @@ cdef class BoundedSemaphore(Semaphore):
 
     # The same four methods again: CPython checks a method's `self` against
     # the class that defines it, with one pointer compare if it is that very
-    # class and a walk up the bases if not (about 5 ns a call).
+    # class and a walk up the bases if not, which an inherited method would
+    # pay on every call (docs/design.rst, "Methods defined twice").
     def acquire(self, blocking=True, timeout=None, *, n=1):
         """Acquire n permits (default 1), as Semaphore.acquire()."""
         return _acquire(self, blocking, timeout, n, None)
@@ -518,11 +519,9 @@ cdef class BoundedSemaphore(Semaphore):
         cdef fs_count bound = _as_count(new_max)
         cdef int rc
         self._check_initialized()
-        if bound < 0:
-            raise ValueError("the bound must be >= 0")
         rc = fs_sem_resize(&self._sem, bound)
-        if rc == FS_OVERFLOW:
-            raise OverflowError(f"a semaphore counts at most {FS_COUNT_MAX} permits")
+        if rc != FS_OK:
+            _raise_for(rc, bound, self)
 
     @property
     def max_value(self):
@@ -612,7 +611,6 @@ cdef object _release_tracked(Semaphore self, fs_count count):
     cdef dict records = tracker.records
     cdef object lock = tracker.lock
     cdef int rc
-    _check_count(count)
     lock.acquire()
     try:
         shrunk, gone = tracker.charge(count)
