@@ -16,6 +16,7 @@ The method docstrings are the C version's, word for word (a test checks).
 
 from __future__ import annotations
 
+import copy
 import math
 import operator
 import os
@@ -125,6 +126,59 @@ class _Waiter:
             self.wakeup.release()
 
 
+class _WaitStats:
+    """The counters of waits, as the C core's fs_stats: made at the first
+    wait, so that a semaphore that never waits stays small. Acquisitions,
+    waiting or not, are the semaphore's own counter (_acquisitions), as the
+    core keeps uncontended ones beside its fs_stats."""
+
+    __slots__ = (
+        "contended",
+        "histogram",
+        "interrupts",
+        "max_waiting",
+        "timeouts",
+        "wait_max_ns",
+        "wait_total_ns",
+    )
+
+    def __init__(self) -> None:
+        self.contended = 0  # acquisitions that had to queue
+        self.timeouts = 0  # waits that gave up at their deadline
+        self.interrupts = 0  # waits abandoned by an exception (_cancel)
+        self.max_waiting = 0  # the longest the queue has been
+        self.wait_total_ns = 0  # summed over contended acquisitions
+        self.wait_max_ns = 0
+        self.histogram = [0] * HIST_BUCKETS  # of contended waits: histogram_bucket()
+
+    def copy(self) -> _WaitStats:
+        other = copy.copy(self)
+        other.histogram = self.histogram.copy()
+        return other
+
+    def count_wait(self, waited_ns: int) -> None:
+        """A queued waiter was granted its permits after waited_ns (the core's
+        stats_contended)."""
+        self.contended += 1
+        self.wait_total_ns += waited_ns
+        if waited_ns > self.wait_max_ns:
+            self.wait_max_ns = waited_ns
+        self.histogram[histogram_bucket(waited_ns)] += 1
+
+    def uncount_wait(self, waited_ns: int) -> bool:
+        """Takes back a wait counted by count_wait() (the core's stats_uncount)
+        and returns True, unless the counters were reset since, which leaves
+        nothing to take back. The longest wait stays: the one before it is
+        not kept."""
+        bucket = histogram_bucket(waited_ns)
+        if self.contended == 0 or self.histogram[bucket] == 0 or self.wait_total_ns < waited_ns:
+            return False
+        self.contended -= 1
+        self.wait_total_ns -= waited_ns
+        self.histogram[bucket] -= 1
+        return True
+
+
 class Semaphore:
     """Semaphore(value=1, *, fair=True, track_holders=False)
 
@@ -180,9 +234,7 @@ class Semaphore:
         self._queue: deque[_Waiter] = deque()
         self._fork_generation = _fork_generation
         self._acquisitions = 0
-        # contended, timeouts, interrupts, max_waiting, wait_total_ns,
-        # wait_max_ns, then the histogram: made at the first wait.
-        self._stats: list[int] | None = None
+        self._stats: _WaitStats | None = None  # made at the first wait
         self._tracker = HolderTracker() if track else None
         self._initialized = True
 
@@ -240,9 +292,11 @@ class Semaphore:
         cap = self._max_value if self._max_value >= 0 else COUNT_MAX
         self._count = min(self._count + n - paid, cap)
 
-    def _statistics_list(self) -> list[int]:
+    def _wait_stats(self) -> _WaitStats:
+        """The counters of waits, made now if this is the first (the core's
+        state_stats)."""
         if self._stats is None:
-            self._stats = [0] * (6 + HIST_BUCKETS)
+            self._stats = _WaitStats()
         return self._stats
 
     def _grant(self, waiter: _Waiter) -> None:
@@ -250,25 +304,24 @@ class Semaphore:
         now, at the grant, as the C core does."""
         self._count -= waiter.want
         waiter.state = _GRANTED
-        stats = self._statistics_list()
-        waited = waiter.waited = max(_monotonic_ns() - waiter.queued_at, 0)
+        waiter.waited = max(_monotonic_ns() - waiter.queued_at, 0)
         self._acquisitions += 1
-        stats[0] += 1
-        stats[4] += waited
-        stats[5] = max(stats[5], waited)
-        stats[6 + histogram_bucket(waited)] += 1
+        self._wait_stats().count_wait(waiter.waited)
 
     def _ungrant(self, waiter: _Waiter) -> None:
         """A grant its waiter gave back unused was no acquisition (unless the
-        counters were reset meanwhile; the longest wait stays)."""
-        stats = self._statistics_list()
-        bucket = 6 + histogram_bucket(waiter.waited)
-        if stats[0] == 0 or stats[bucket] == 0 or stats[4] < waiter.waited:
-            return
-        self._acquisitions -= 1
-        stats[0] -= 1
-        stats[4] -= waiter.waited
-        stats[bucket] -= 1
+        counters were reset meanwhile)."""
+        if self._stats is not None and self._stats.uncount_wait(waiter.waited):
+            self._acquisitions -= 1
+
+    def _enqueue(self, waiter: _Waiter) -> _Waiter:
+        """Puts the waiter at the tail of the queue (the core's enqueue_locked)."""
+        queue = self._queue
+        queue.append(waiter)
+        stats = self._wait_stats()
+        if len(queue) > stats.max_waiting:
+            stats.max_waiting = len(queue)
+        return waiter
 
     def _check_request(self, n: int) -> None:
         _check_count(n)
@@ -310,10 +363,7 @@ class Semaphore:
             elif not blocking:
                 return False
             else:
-                waiter = _Waiter(n)
-                self._queue.append(waiter)
-                stats = self._statistics_list()
-                stats[3] = max(stats[3], len(self._queue))
+                waiter = self._enqueue(_Waiter(n))
         if waiter is not None and not self._wait(waiter, deadline):
             return False
         if self._tracker is not None:
@@ -338,7 +388,7 @@ class Semaphore:
                             self._grant(waiter)
                         else:
                             waiter.__init__(waiter.want)  # type: ignore[misc]
-                            self._queue.append(waiter)
+                            self._enqueue(waiter)
                             continue
                     competed = waiter.signalled
                     if waiter.signalled:
@@ -361,7 +411,7 @@ class Semaphore:
                     if deadline is not None and _monotonic() >= deadline:
                         self._queue.remove(waiter)
                         waiter.state = _DONE
-                        self._statistics_list()[1] += 1
+                        self._wait_stats().timeouts += 1
                         self._dispatch()  # whoever it held back may go now
                         return False
                     if not self._fair and competed and head:
@@ -393,7 +443,7 @@ class Semaphore:
                 self._queue.remove(waiter)
             if waiter.state != _DONE:
                 waiter.state = _DONE
-                self._statistics_list()[2] += 1
+                self._wait_stats().interrupts += 1
                 self._dispatch()
 
     def release(self, n: int = 1) -> None:
@@ -467,12 +517,12 @@ class Semaphore:
         acquisitions, timeouts, interrupts, threads waiting now and at most,
         and the total, maximum and p50/p90/p99 wait times in seconds."""
         with self._lock():
-            stats = list(self._stats) if self._stats is not None else [0] * (6 + HIST_BUCKETS)
+            stats = self._stats.copy() if self._stats is not None else _WaitStats()
             acquisitions, waiting = self._acquisitions, len(self._queue)
-        contended, timeouts, interrupts, max_waiting, total, longest = stats[:6]
         return make_statistics(
-            acquisitions, contended, timeouts, interrupts, waiting, max_waiting,
-            total, longest, stats[6:],
+            acquisitions, stats.contended, stats.timeouts, stats.interrupts,
+            waiting, stats.max_waiting, stats.wait_total_ns, stats.wait_max_ns,
+            stats.histogram,
         )  # fmt: skip
 
     def reset_statistics(self) -> None:
