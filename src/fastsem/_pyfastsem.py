@@ -125,6 +125,26 @@ class _Waiter:
             self.signalled = True
             self.wakeup.release()
 
+    def sleep(self, deadline: float | None) -> bool:
+        """Blocks, without the mutex, until signalled or until the deadline;
+        returns whether it was signalled."""
+        if deadline is None:
+            return self.wakeup.acquire()
+        remaining = deadline - _monotonic()
+        return remaining > 0 and self.wakeup.acquire(True, remaining)
+
+    def take_signal(self, woke: bool) -> bool:
+        """Under the mutex, after sleep() returned woke: whether a signal came
+        since the waiter last looked. Either way its wake-up lock is held
+        again, ready for the next sleep (a signal that came after the sleep
+        gave up left it free)."""
+        if not self.signalled:
+            return False
+        if not woke:
+            self.wakeup.acquire()
+        self.signalled = False
+        return True
+
 
 class _WaitStats:
     """The counters of waits, as the C core's fs_stats: made at the first
@@ -371,59 +391,83 @@ class Semaphore:
         return True
 
     def _wait(self, waiter: _Waiter, deadline: float | None) -> bool:
+        """Waits in the queue until the waiter's outcome is decided, as the
+        core's fs_sem_wait: it sleeps on its own wake-up lock, then looks
+        under the mutex (acquire() looked before it queued). Returns True once
+        granted, False at the deadline; raises if turned away. An exception
+        raised while it waits (KeyboardInterrupt) takes it out of the queue,
+        passing on any permits granted meanwhile."""
         try:
             while True:
-                if deadline is None:
-                    woken = waiter.wakeup.acquire()
-                else:
-                    remaining = deadline - _monotonic()
-                    woken = remaining > 0 and waiter.wakeup.acquire(True, remaining)
+                woke = waiter.sleep(deadline)
                 with self._lock():
-                    if waiter.fork_generation != self._fork_generation and waiter.state == _WAITING:
-                        # A fork child dropped the queue we were in (we were
-                        # paused in a signal handler that forked): rejoin.
-                        if self._closed:
-                            waiter.state = _CLOSED
-                        elif self._can_take_now(waiter.want):
-                            self._grant(waiter)
-                        else:
-                            waiter.__init__(waiter.want)  # type: ignore[misc]
-                            self._enqueue(waiter)
-                            continue
-                    competed = waiter.signalled
-                    if waiter.signalled:
-                        if not woken:  # signalled after the wait gave up
-                            waiter.wakeup.acquire()
-                        waiter.signalled = False
-                    if waiter.state != _WAITING:
+                    if self._was_dropped(waiter) and self._rejoin(waiter):
+                        continue
+                    competed = waiter.take_signal(woke)
+                    if waiter.state != _WAITING:  # decided by a release, close or resize
                         return self._finish(waiter)
-                    head = self._queue[0] is waiter
-                    if (
-                        not self._fair
-                        and (head or not self._head_owns_free_permits())
-                        and waiter.want <= self._count
-                    ):
-                        # Non-fair: a woken waiter competes for free permits.
-                        self._queue.remove(waiter)
-                        self._grant(waiter)
-                        self._dispatch()  # others may fit in what is left
+                    if self._compete(waiter):
                         return self._finish(waiter)
                     if deadline is not None and _monotonic() >= deadline:
-                        self._queue.remove(waiter)
-                        waiter.state = _DONE
-                        self._wait_stats().timeouts += 1
-                        self._dispatch()  # whoever it held back may go now
+                        self._time_out(waiter)
                         return False
-                    if not self._fair and competed and head:
-                        # Lost after waiting long: the next permits are its.
-                        waited = _monotonic_ns() - waiter.queued_at
-                        waiter.starving = waiter.starving or waited >= _STARVE_NS
+                    if competed:
+                        self._mark_if_starving(waiter)
         except BaseException:
             self._cancel(waiter)
             raise
 
+    # -- the steps of a wait (the caller holds the mutex, but in _cancel) --
+
+    def _was_dropped(self, waiter: _Waiter) -> bool:
+        """Whether a fork child dropped the queue the waiter was in, while it
+        still waited (the forking thread itself was waiting: it forked from a
+        signal handler). The core's waiter_was_dropped."""
+        return waiter.fork_generation != self._fork_generation and waiter.state == _WAITING
+
+    def _rejoin(self, waiter: _Waiter) -> bool:
+        """A dropped waiter takes its permits now if it may, or joins this
+        process's queue again as a new waiter (a signal the parent had pending
+        for it will never come); returns True if it is queued again."""
+        if self._closed:
+            waiter.state = _CLOSED
+        elif self._can_take_now(waiter.want):
+            self._grant(waiter)
+        else:
+            waiter.__init__(waiter.want)  # type: ignore[misc]
+            self._enqueue(waiter)
+            return True
+        return False
+
+    def _compete(self, waiter: _Waiter) -> bool:
+        """Non-fair: a waiter that looks takes free permits if its request
+        fits, unless a starving head (not itself) owns them, and leaves the
+        queue; returns True if it took them."""
+        if self._fair or waiter.want > self._count:
+            return False
+        if self._queue[0] is not waiter and self._head_owns_free_permits():
+            return False
+        self._queue.remove(waiter)
+        self._grant(waiter)
+        self._dispatch()  # others may fit in what is left
+        return True
+
+    def _time_out(self, waiter: _Waiter) -> None:
+        """The deadline passed before a grant: the waiter leaves the queue."""
+        self._queue.remove(waiter)
+        waiter.state = _DONE
+        self._wait_stats().timeouts += 1
+        self._dispatch()  # whoever it held back may go now
+
+    def _mark_if_starving(self, waiter: _Waiter) -> None:
+        """Non-fair: a head woken to compete that lost after _STARVE_NS in
+        the queue is starving, so the next permits are handed to it."""
+        if not self._fair and self._queue[0] is waiter and not waiter.starving:
+            waiter.starving = _monotonic_ns() - waiter.queued_at >= _STARVE_NS
+
     def _finish(self, waiter: _Waiter) -> bool:
-        """A waiter left the queue by another's hand: granted, or turned away."""
+        """The waiter's outcome is decided: it is done, and returns True if
+        granted or raises if turned away (the core's waiter_outcome)."""
         state, waiter.state = waiter.state, _DONE
         if state == _GRANTED:
             return True
@@ -434,7 +478,9 @@ class Semaphore:
         )
 
     def _cancel(self, waiter: _Waiter) -> None:
-        """Takes the waiter out for good; permits granted meanwhile go on."""
+        """Takes the waiter out for good after an exception in its wait;
+        permits granted meanwhile go on, as a release would pass them (the
+        core's fs_sem_cancel)."""
         with self._lock():
             if waiter.state == _GRANTED:
                 self._put(waiter.want)
