@@ -42,7 +42,9 @@ from fastsem._common import (
 )
 
 _TIMEOUT_MAX = threading.TIMEOUT_MAX
-_LONG_LONG_MAX = 2**63 - 1  # what the C binding's argument conversion takes
+# The counts the C binding converts (to a C long long): past them it raises
+# OverflowError, so the twin does too.
+_LONG_LONG_MIN, _LONG_LONG_MAX = -(2**63), 2**63 - 1
 # Non-fair mode: a head that loses a competition after this long in the queue
 # gets the next permits handed over (FS_STARVE_NS in the C core).
 _STARVE_NS = 1_000_000
@@ -64,9 +66,12 @@ if hasattr(os, "register_at_fork"):
 
 
 def _as_count(n: object) -> int:
-    count = n if type(n) is int else operator.index(n)  # type: ignore[arg-type]  # TypeError for 1.5
-    if not -_LONG_LONG_MAX - 1 <= count <= _LONG_LONG_MAX:
-        raise OverflowError("Python int too large to convert to C long")
+    """A permit count: an int or an object with __index__ (TypeError for 1.5)."""
+    count = n if type(n) is int else operator.index(n)  # type: ignore[arg-type]
+    if count > _LONG_LONG_MAX:
+        raise _too_many()
+    if count < _LONG_LONG_MIN:
+        raise OverflowError("count out of range: below -2**63")
     return count
 
 
@@ -80,13 +85,17 @@ def _check_count(n: int) -> None:
 
 
 def _deadline(timeout: object) -> float:
-    # As C's PyFloat_AsDouble: numbers only (float("1") would take a string).
-    if hasattr(type(timeout), "__float__"):
+    """The monotonic deadline timeout seconds from now. A timeout is what the
+    C version converts to a double (PyFloat_AsDouble): a float's own value,
+    else __float__, else __index__; never a string, which float() parses."""
+    if isinstance(timeout, float):
+        seconds = float.__float__(timeout)  # not a subclass's __float__
+    elif hasattr(type(timeout), "__float__"):
         seconds = float(timeout)  # type: ignore[arg-type]
     elif hasattr(type(timeout), "__index__"):
         seconds = float(operator.index(timeout))  # type: ignore[arg-type]
     else:
-        raise TypeError(f"must be real number, not {type(timeout).__name__}")
+        raise TypeError(f"timeout must be a number, not {type(timeout).__name__}")
     if math.isnan(seconds):
         raise ValueError("Invalid value NaN (not a number)")
     if seconds > _TIMEOUT_MAX:
