@@ -1,15 +1,27 @@
-"""The pure-Python implementation: the same semantics as the C core.
+"""The pure-Python implementation: the reference model of the C core.
 
 It is the fallback when the extension cannot be imported (or when
-FASTSEM_NO_EXTENSIONS=1 is set) and the reference model the C version is
-tested against. The design follows csrc/fastsem_core.c: one mutex guards the
-count and a FIFO of waiter nodes; each waiter blocks on a lock of its own that
-a release unlocks, handing it the permits directly in fair mode.
+FASTSEM_NO_EXTENSIONS=1 is set), and the model the C version is tested
+against: tests/test_stateful.py drives both with the same operations. It
+follows csrc/fastsem_core.c step by step: one mutex guards the count and a
+FIFO of waiter nodes (_Waiter), and each waiter sleeps on a lock of its own,
+which a release unlocks once it has handed the waiter its permits (fair
+mode) or so that it competes for them (non-fair mode). The steps are the
+core's: _dispatch is state_dispatch, _put state_put_locked, _enqueue
+enqueue_locked, _grant the grant with stats_contended, _wait fs_sem_wait
+(sleep, then look: _rejoin, _finish, _compete, _time_out, _mark_if_starving)
+and _cancel fs_sem_cancel; _WaitStats is fs_stats, made at the first wait.
+What the core adds for speed has no counterpart here: the lock-free permit
+word, spinning, wake-ups sent after the mutex is released, the relay.
+
+A bad argument raises what the C version raises, of the same type. The
+words are the same where the binding chooses them, and the twin's own where
+the C version's come from Cython's or CPython's argument conversion.
 
 One difference the C version does not have: an exception raised by a signal
-handler between two bytecodes *inside* a critical section here could leave the
-state half-updated (as with threading.Semaphore). The blocking waits, where
-Ctrl-C normally lands, are safe.
+handler between two bytecodes *inside* a critical section here could leave
+the state half-updated (as with threading.Semaphore). The blocking waits,
+where Ctrl-C normally lands, are safe.
 
 The method docstrings are the C version's, word for word (a test checks).
 """
