@@ -393,6 +393,10 @@ class Semaphore:
             if not blocking:
                 raise ValueError("can't specify timeout for non-blocking acquire")
             deadline = _deadline(timeout)
+        elif not blocking:
+            # Its truth is taken before any other check, as the C version
+            # takes it: a __bool__ that raises does so first.
+            blocking = False
         with self._lock():
             self._check_request(n)
             if self._closed:
