@@ -1,21 +1,34 @@
-"""The pure-Python implementation: the same semantics as the C core.
+"""The pure-Python implementation: the reference model of the C core.
 
 It is the fallback when the extension cannot be imported (or when
-FASTSEM_NO_EXTENSIONS=1 is set) and the reference model the C version is
-tested against. The design follows csrc/fastsem_core.c: one mutex guards the
-count and a FIFO of waiter nodes; each waiter blocks on a lock of its own that
-a release unlocks, handing it the permits directly in fair mode.
+FASTSEM_NO_EXTENSIONS=1 is set), and the model the C version is tested
+against: tests/test_stateful.py drives both with the same operations. It
+follows csrc/fastsem_core.c step by step: one mutex guards the count and a
+FIFO of waiter nodes (_Waiter), and each waiter sleeps on a lock of its own,
+which a release unlocks once it has handed the waiter its permits (fair
+mode) or so that it competes for them (non-fair mode). The steps are the
+core's: _dispatch is state_dispatch, _put state_put_locked, _enqueue
+enqueue_locked, _grant the grant with stats_contended, _wait fs_sem_wait
+(sleep, then look: _rejoin, _finish, _compete, _time_out, _mark_if_starving)
+and _cancel fs_sem_cancel; _WaitStats is fs_stats, made at the first wait.
+What the core adds for speed has no counterpart here: the lock-free permit
+word, spinning, wake-ups sent after the mutex is released, the relay.
+
+A bad argument raises what the C version raises, of the same type. The
+words are the same where the binding chooses them, and the twin's own where
+the C version's come from Cython's or CPython's argument conversion.
 
 One difference the C version does not have: an exception raised by a signal
-handler between two bytecodes *inside* a critical section here could leave the
-state half-updated (as with threading.Semaphore). The blocking waits, where
-Ctrl-C normally lands, are safe.
+handler between two bytecodes *inside* a critical section here could leave
+the state half-updated (as with threading.Semaphore). The blocking waits,
+where Ctrl-C normally lands, are safe.
 
 The method docstrings are the C version's, word for word (a test checks).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import operator
 import os
@@ -41,7 +54,9 @@ from fastsem._common import (
 )
 
 _TIMEOUT_MAX = threading.TIMEOUT_MAX
-_LONG_LONG_MAX = 2**63 - 1  # what the C binding's argument conversion takes
+# The counts the C binding converts (to a C long long): past them it raises
+# OverflowError, so the twin does too.
+_LONG_LONG_MIN, _LONG_LONG_MAX = -(2**63), 2**63 - 1
 # Non-fair mode: a head that loses a competition after this long in the queue
 # gets the next permits handed over (FS_STARVE_NS in the C core).
 _STARVE_NS = 1_000_000
@@ -63,9 +78,12 @@ if hasattr(os, "register_at_fork"):
 
 
 def _as_count(n: object) -> int:
-    count = n if type(n) is int else operator.index(n)  # type: ignore[arg-type]  # TypeError for 1.5
-    if not -_LONG_LONG_MAX - 1 <= count <= _LONG_LONG_MAX:
-        raise OverflowError("Python int too large to convert to C long")
+    """A permit count: an int or an object with __index__ (TypeError for 1.5)."""
+    count = n if type(n) is int else operator.index(n)  # type: ignore[arg-type]
+    if count > _LONG_LONG_MAX:
+        raise _too_many()
+    if count < _LONG_LONG_MIN:
+        raise OverflowError("count out of range: below -2**63")
     return count
 
 
@@ -79,13 +97,17 @@ def _check_count(n: int) -> None:
 
 
 def _deadline(timeout: object) -> float:
-    # As C's PyFloat_AsDouble: numbers only (float("1") would take a string).
-    if hasattr(type(timeout), "__float__"):
+    """The monotonic deadline timeout seconds from now. A timeout is what the
+    C version converts to a double (PyFloat_AsDouble): a float's own value,
+    else __float__, else __index__; never a string, which float() parses."""
+    if isinstance(timeout, float):
+        seconds = float.__float__(timeout)  # not a subclass's __float__
+    elif hasattr(type(timeout), "__float__"):
         seconds = float(timeout)  # type: ignore[arg-type]
     elif hasattr(type(timeout), "__index__"):
         seconds = float(operator.index(timeout))  # type: ignore[arg-type]
     else:
-        raise TypeError(f"must be real number, not {type(timeout).__name__}")
+        raise TypeError(f"timeout must be a number, not {type(timeout).__name__}")
     if math.isnan(seconds):
         raise ValueError("Invalid value NaN (not a number)")
     if seconds > _TIMEOUT_MAX:
@@ -123,6 +145,79 @@ class _Waiter:
         if not self.signalled:
             self.signalled = True
             self.wakeup.release()
+
+    def sleep(self, deadline: float | None) -> bool:
+        """Blocks, without the mutex, until signalled or until the deadline;
+        returns whether it was signalled."""
+        if deadline is None:
+            return self.wakeup.acquire()
+        remaining = deadline - _monotonic()
+        return remaining > 0 and self.wakeup.acquire(True, remaining)
+
+    def take_signal(self, woke: bool) -> bool:
+        """Under the mutex, after sleep() returned woke: whether a signal came
+        since the waiter last looked. Either way its wake-up lock is held
+        again, ready for the next sleep (a signal that came after the sleep
+        gave up left it free)."""
+        if not self.signalled:
+            return False
+        if not woke:
+            self.wakeup.acquire()
+        self.signalled = False
+        return True
+
+
+class _WaitStats:
+    """The counters of waits, as the C core's fs_stats: made at the first
+    wait, so that a semaphore that never waits stays small. Acquisitions,
+    waiting or not, are the semaphore's own counter (_acquisitions), as the
+    core keeps uncontended ones beside its fs_stats."""
+
+    __slots__ = (
+        "contended",
+        "histogram",
+        "interrupts",
+        "max_waiting",
+        "timeouts",
+        "wait_max_ns",
+        "wait_total_ns",
+    )
+
+    def __init__(self) -> None:
+        self.contended = 0  # acquisitions that had to queue
+        self.timeouts = 0  # waits that gave up at their deadline
+        self.interrupts = 0  # waits abandoned by an exception (_cancel)
+        self.max_waiting = 0  # the longest the queue has been
+        self.wait_total_ns = 0  # summed over contended acquisitions
+        self.wait_max_ns = 0
+        self.histogram = [0] * HIST_BUCKETS  # of contended waits: histogram_bucket()
+
+    def copy(self) -> _WaitStats:
+        other = copy.copy(self)
+        other.histogram = self.histogram.copy()
+        return other
+
+    def count_wait(self, waited_ns: int) -> None:
+        """A queued waiter was granted its permits after waited_ns (the core's
+        stats_contended)."""
+        self.contended += 1
+        self.wait_total_ns += waited_ns
+        if waited_ns > self.wait_max_ns:
+            self.wait_max_ns = waited_ns
+        self.histogram[histogram_bucket(waited_ns)] += 1
+
+    def uncount_wait(self, waited_ns: int) -> bool:
+        """Takes back a wait counted by count_wait() (the core's stats_uncount)
+        and returns True, unless the counters were reset since, which leaves
+        nothing to take back. The longest wait stays: the one before it is
+        not kept."""
+        bucket = histogram_bucket(waited_ns)
+        if self.contended == 0 or self.histogram[bucket] == 0 or self.wait_total_ns < waited_ns:
+            return False
+        self.contended -= 1
+        self.wait_total_ns -= waited_ns
+        self.histogram[bucket] -= 1
+        return True
 
 
 # The slots __init__ sets: reading one before it ran is an error of its own.
@@ -208,9 +303,7 @@ class Semaphore:
         self._queue: deque[_Waiter] = deque()
         self._fork_generation = _fork_generation
         self._acquisitions = 0
-        # contended, timeouts, interrupts, max_waiting, wait_total_ns,
-        # wait_max_ns, then the histogram: made at the first wait.
-        self._stats: list[int] | None = None
+        self._stats: _WaitStats | None = None  # made at the first wait
         self._tracker = tracker
         self._initialized = True
 
@@ -277,9 +370,11 @@ class Semaphore:
         cap = self._max_value if self._max_value >= 0 else COUNT_MAX
         self._count = min(self._count + n - paid, cap)
 
-    def _statistics_list(self) -> list[int]:
+    def _wait_stats(self) -> _WaitStats:
+        """The counters of waits, made now if this is the first (the core's
+        state_stats)."""
         if self._stats is None:
-            self._stats = [0] * (6 + HIST_BUCKETS)
+            self._stats = _WaitStats()
         return self._stats
 
     def _grant(self, waiter: _Waiter) -> None:
@@ -287,25 +382,24 @@ class Semaphore:
         now, at the grant, as the C core does."""
         self._count -= waiter.want
         waiter.state = _GRANTED
-        stats = self._statistics_list()
-        waited = waiter.waited = max(_monotonic_ns() - waiter.queued_at, 0)
+        waiter.waited = max(_monotonic_ns() - waiter.queued_at, 0)
         self._acquisitions += 1
-        stats[0] += 1
-        stats[4] += waited
-        stats[5] = max(stats[5], waited)
-        stats[6 + histogram_bucket(waited)] += 1
+        self._wait_stats().count_wait(waiter.waited)
 
     def _ungrant(self, waiter: _Waiter) -> None:
         """A grant its waiter gave back unused was no acquisition (unless the
-        counters were reset meanwhile; the longest wait stays)."""
-        stats = self._statistics_list()
-        bucket = 6 + histogram_bucket(waiter.waited)
-        if stats[0] == 0 or stats[bucket] == 0 or stats[4] < waiter.waited:
-            return
-        self._acquisitions -= 1
-        stats[0] -= 1
-        stats[4] -= waiter.waited
-        stats[bucket] -= 1
+        counters were reset meanwhile)."""
+        if self._stats is not None and self._stats.uncount_wait(waiter.waited):
+            self._acquisitions -= 1
+
+    def _enqueue(self, waiter: _Waiter) -> _Waiter:
+        """Puts the waiter at the tail of the queue (the core's enqueue_locked)."""
+        queue = self._queue
+        queue.append(waiter)
+        stats = self._wait_stats()
+        if len(queue) > stats.max_waiting:
+            stats.max_waiting = len(queue)
+        return waiter
 
     def _check_request(self, n: int) -> None:
         _check_count(n)
@@ -346,6 +440,10 @@ class Semaphore:
             if not blocking:
                 raise ValueError("can't specify timeout for non-blocking acquire")
             deadline = _deadline(timeout)
+        elif not blocking:
+            # Its truth is taken before any other check, as the C version
+            # takes it: a __bool__ that raises does so first.
+            blocking = False
         record = self._tracker.record(n) if self._tracker is not None else None
         with self._lock():
             self._check_request(n)
@@ -360,10 +458,7 @@ class Semaphore:
             elif not blocking:
                 return False
             else:
-                waiter = _Waiter(n)
-                self._queue.append(waiter)
-                stats = self._statistics_list()
-                stats[3] = max(stats[3], len(self._queue))
+                waiter = self._enqueue(_Waiter(n))
         if waiter is not None:
             if not self._wait(waiter, deadline):
                 return False
@@ -374,64 +469,88 @@ class Semaphore:
         return True
 
     def _release_from(self, receipt: list[int]) -> None:
-        # Releases the last count in receipt and removes it, together.
-        self.release(receipt[-1])
-        receipt.pop()
+        # Releases the last count in receipt and removes it in the critical
+        # section that gives the permits back.
+        self._release_noting(receipt[-1], receipt)
 
     def _wait(self, waiter: _Waiter, deadline: float | None) -> bool:
+        """Waits in the queue until the waiter's outcome is decided, as the
+        core's fs_sem_wait: it sleeps on its own wake-up lock, then looks
+        under the mutex (acquire() looked before it queued). Returns True once
+        granted, False at the deadline; raises if turned away. An exception
+        raised while it waits (KeyboardInterrupt) takes it out of the queue,
+        passing on any permits granted meanwhile."""
         try:
             while True:
-                if deadline is None:
-                    woken = waiter.wakeup.acquire()
-                else:
-                    remaining = deadline - _monotonic()
-                    woken = remaining > 0 and waiter.wakeup.acquire(True, remaining)
+                woke = waiter.sleep(deadline)
                 with self._lock():
-                    if waiter.fork_generation != self._fork_generation and waiter.state == _WAITING:
-                        # A fork child dropped the queue we were in (we were
-                        # paused in a signal handler that forked): rejoin.
-                        if self._closed:
-                            waiter.state = _CLOSED
-                        elif self._can_take_now(waiter.want):
-                            self._grant(waiter)
-                        else:
-                            waiter.__init__(waiter.want)  # type: ignore[misc]
-                            self._queue.append(waiter)
-                            continue
-                    competed = waiter.signalled
-                    if waiter.signalled:
-                        if not woken:  # signalled after the wait gave up
-                            waiter.wakeup.acquire()
-                        waiter.signalled = False
-                    if waiter.state != _WAITING:
+                    if self._was_dropped(waiter) and self._rejoin(waiter):
+                        continue
+                    competed = waiter.take_signal(woke)
+                    if waiter.state != _WAITING:  # decided by a release, close or resize
                         return self._finish(waiter)
-                    head = self._queue[0] is waiter
-                    if (
-                        not self._fair
-                        and (head or not self._head_owns_free_permits())
-                        and waiter.want <= self._count
-                    ):
-                        # Non-fair: a woken waiter competes for free permits.
-                        self._queue.remove(waiter)
-                        self._grant(waiter)
-                        self._dispatch()  # others may fit in what is left
+                    if self._compete(waiter):
                         return self._finish(waiter)
                     if deadline is not None and _monotonic() >= deadline:
-                        self._queue.remove(waiter)
-                        waiter.state = _DONE
-                        self._statistics_list()[1] += 1
-                        self._dispatch()  # whoever it held back may go now
+                        self._time_out(waiter)
                         return False
-                    if not self._fair and competed and head:
-                        # Lost after waiting long: the next permits are its.
-                        waited = _monotonic_ns() - waiter.queued_at
-                        waiter.starving = waiter.starving or waited >= _STARVE_NS
+                    if competed:
+                        self._mark_if_starving(waiter)
         except BaseException:
             self._cancel(waiter)
             raise
 
+    # -- the steps of a wait (the caller holds the mutex, but in _cancel) --
+
+    def _was_dropped(self, waiter: _Waiter) -> bool:
+        """Whether a fork child dropped the queue the waiter was in, while it
+        still waited (the forking thread itself was waiting: it forked from a
+        signal handler). The core's waiter_was_dropped."""
+        return waiter.fork_generation != self._fork_generation and waiter.state == _WAITING
+
+    def _rejoin(self, waiter: _Waiter) -> bool:
+        """A dropped waiter takes its permits now if it may, or joins this
+        process's queue again as a new waiter (a signal the parent had pending
+        for it will never come); returns True if it is queued again."""
+        if self._closed:
+            waiter.state = _CLOSED
+        elif self._can_take_now(waiter.want):
+            self._grant(waiter)
+        else:
+            waiter.__init__(waiter.want)  # type: ignore[misc]
+            self._enqueue(waiter)
+            return True
+        return False
+
+    def _compete(self, waiter: _Waiter) -> bool:
+        """Non-fair: a waiter that looks takes free permits if its request
+        fits, unless a starving head (not itself) owns them, and leaves the
+        queue; returns True if it took them."""
+        if self._fair or waiter.want > self._count:
+            return False
+        if self._queue[0] is not waiter and self._head_owns_free_permits():
+            return False
+        self._queue.remove(waiter)
+        self._grant(waiter)
+        self._dispatch()  # others may fit in what is left
+        return True
+
+    def _time_out(self, waiter: _Waiter) -> None:
+        """The deadline passed before a grant: the waiter leaves the queue."""
+        self._queue.remove(waiter)
+        waiter.state = _DONE
+        self._wait_stats().timeouts += 1
+        self._dispatch()  # whoever it held back may go now
+
+    def _mark_if_starving(self, waiter: _Waiter) -> None:
+        """Non-fair: a head woken to compete that lost after _STARVE_NS in
+        the queue is starving, so the next permits are handed to it."""
+        if not self._fair and self._queue[0] is waiter and not waiter.starving:
+            waiter.starving = _monotonic_ns() - waiter.queued_at >= _STARVE_NS
+
     def _finish(self, waiter: _Waiter) -> bool:
-        """A waiter left the queue by another's hand: granted, or turned away."""
+        """The waiter's outcome is decided: it is done, and returns True if
+        granted or raises if turned away (the core's waiter_outcome)."""
         state, waiter.state = waiter.state, _DONE
         if state == _GRANTED:
             return True
@@ -442,7 +561,9 @@ class Semaphore:
         )
 
     def _cancel(self, waiter: _Waiter) -> None:
-        """Takes the waiter out for good; permits granted meanwhile go on."""
+        """Takes the waiter out for good after an exception in its wait;
+        permits granted meanwhile go on, as a release would pass them (the
+        core's fs_sem_cancel)."""
         with self._lock():
             if waiter.state == _GRANTED:
                 self._put(waiter.want)
@@ -451,7 +572,7 @@ class Semaphore:
                 self._queue.remove(waiter)
             if waiter.state != _DONE:
                 waiter.state = _DONE
-                self._statistics_list()[2] += 1
+                self._wait_stats().interrupts += 1
                 self._dispatch()
 
     def release(self, n: int = 1) -> None:
@@ -460,22 +581,24 @@ class Semaphore:
         A BoundedSemaphore raises ValueError if its value would pass its
         initial value; nothing is released then.
         """
-        n = _as_count(n)
+        self._release_noting(_as_count(n), None)
+
+    def _release_noting(self, n: int, receipt: list[int] | None) -> None:
         tracker = self._tracker
         _check_count(n)
         if tracker is None:
-            self._release(n)
+            self._release(n, receipt)
             return
         # Charge computed first, applied once the permits are back (see
         # HolderTracker).
         with tracker.lock:
             shrunk, gone = tracker.charge(n)
-            self._release(n)
+            self._release(n, receipt)
             tracker.records.update(shrunk)
             for key in gone:
                 tracker.records.pop(key, None)
 
-    def _release(self, n: int) -> None:
+    def _release(self, n: int, receipt: list[int] | None) -> None:
         with self._lock():
             if self._max_value >= 0 and n > self._max_value - self._count + self._debt:
                 raise ValueError("Semaphore released too many times")
@@ -483,6 +606,8 @@ class Semaphore:
                 raise _too_many()
             self._put(n)
             self._dispatch()
+            if receipt is not None:
+                receipt.pop()
 
     def __enter__(self) -> bool:
         # As threading's: `with` never calls an acquire() a subclass
@@ -542,12 +667,12 @@ class Semaphore:
         acquisitions, timeouts, interrupts, threads waiting now and at most,
         and the total, maximum and p50/p90/p99 wait times in seconds."""
         with self._lock():
-            stats = list(self._stats) if self._stats is not None else [0] * (6 + HIST_BUCKETS)
+            stats = self._stats.copy() if self._stats is not None else _WaitStats()
             acquisitions, waiting = self._acquisitions, len(self._queue)
-        contended, timeouts, interrupts, max_waiting, total, longest = stats[:6]
         return make_statistics(
-            acquisitions, contended, timeouts, interrupts, waiting, max_waiting,
-            total, longest, stats[6:],
+            acquisitions, stats.contended, stats.timeouts, stats.interrupts,
+            waiting, stats.max_waiting, stats.wait_total_ns, stats.wait_max_ns,
+            stats.histogram,
         )  # fmt: skip
 
     def reset_statistics(self) -> None:
