@@ -1,6 +1,8 @@
 # cython: freethreading_compatible = True
 # cython: language_level = 3
 # cython: binding = False
+# cython: embedsignature = True
+# cython: embedsignature.format = clinic
 """The C implementation: a thin binding over csrc/fastsem_core.c.
 
 The binding owns no shared state of its own: every count and queue lives in
@@ -220,6 +222,7 @@ cdef str _public_module(type cls):
 @cython.auto_pickle(False)
 cdef class Semaphore:
     """Semaphore(value=1, *, fair=True, track_holders=False)
+--
 
     A counting semaphore, a drop-in for threading.Semaphore that is FIFO-fair.
 
@@ -473,6 +476,7 @@ cdef class Semaphore:
 @cython.auto_pickle(False)
 cdef class BoundedSemaphore(Semaphore):
     """BoundedSemaphore(value=1, *, fair=True, track_holders=False)
+--
 
     A Semaphore whose value may never exceed its bound, initially its initial
     value: a release() past it raises ValueError and changes nothing. It
@@ -546,13 +550,16 @@ cdef inline object _acquire(Semaphore self, object blocking, object timeout, obj
     cdef fs_time deadline = FS_FOREVER
     cdef int rc
     cdef list record = None
+    cdef bint wait = True
     if timeout is not None:
         if not blocking:
             raise ValueError("can't specify timeout for non-blocking acquire")
         deadline = _deadline(timeout)
+    elif not blocking:
+        wait = False
     if self._tracker is not None:
         record = self._tracker.record(count)
-    if timeout is None and not blocking:
+    if not wait:
         rc = fs_sem_try_acquire(&self._sem, count)
         if rc == FS_WOULD_BLOCK:
             return False

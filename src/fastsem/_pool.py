@@ -109,6 +109,7 @@ class _Default(enum.Enum):
 
 
 _DEFAULT = _Default.TIMEOUT
+_NOTHING: Any = object()  # no resource made yet
 
 
 class _Slot(Generic[T]):
@@ -147,11 +148,12 @@ class _Checkout(Generic[T]):
     field is set in the same critical section as the change it stands for,
     or before a change whose undo is idempotent."""
 
-    __slots__ = ("dropping", "fresh", "making", "popped")
+    __slots__ = ("dropping", "fresh", "made", "making", "popped")
 
     def __init__(self) -> None:
         self.making = False  # a place in _size is reserved for factory()
-        self.fresh: _Slot[T] | None = None  # made by factory(), not yet placed
+        self.made: T | None = None  # what factory() returned, until it has a slot
+        self.fresh: _Slot[T] | None = None  # its slot, not yet placed
         # Taken off the idle stack: to hand out, or being checked.
         self.popped: _Slot[T] | None = None
         self.dropping: _Slot[T] | None = None  # off the idle stack, to be closed
@@ -432,6 +434,8 @@ class ResourcePool(Generic[T]):
                 if checkout.dropping is not None and self._is_loose(checkout.dropping):
                     to_drop.append(checkout.dropping)
                 fresh = checkout.fresh
+                if fresh is None and checkout.made is not None:
+                    fresh = _Slot(checkout.made, 0.0)
                 if fresh is not None and fresh.key not in self._live:
                     to_drop.append(fresh)  # made, never placed: closed, not counted
                 if checkout.making:
@@ -571,17 +575,18 @@ class ResourcePool(Generic[T]):
                 continue
             # Make one (the place is reserved).
             try:
-                resource = self._factory()
+                checkout.made = self._factory()
             except BaseException:
                 with self._lock:
                     self._factory_errors += 1
                 raise
+            resource = checkout.made
             fresh = checkout.fresh = _Slot(resource, monotonic())
             with self._lock:
                 self._created += 1
                 if fresh.key in self._live:
                     # Not ours to close: it is in the pool already.
-                    checkout.fresh = None
+                    checkout.fresh = checkout.made = None
                     raise PoolError(
                         f"factory() of pool {self._name!r} returned {resource!r}, an object"
                         " the pool already holds; each resource must be a distinct object"
@@ -657,6 +662,7 @@ class ResourcePool(Generic[T]):
         """release(), or the exit of a lease: then only the lease's own
         checkout of the slot is given back (None if the block did it)."""
         place = [1]  # the checkout's place, until the semaphore has it back
+        looked = False  # whether it is decided what this call gives back
         taken: _Slot[T] | None = None  # out of the in-use map
         try:
             with self._lock:
@@ -664,6 +670,7 @@ class ResourcePool(Generic[T]):
                     key = id(resource)
                     found = self._in_use.get(key)
                     if found is None or found.resource is not resource:
+                        looked = True
                         raise ValueError(
                             f"{resource!r} is not checked out from pool {self._name!r}"
                         )
@@ -674,6 +681,7 @@ class ResourcePool(Generic[T]):
                         or found.checkouts != checkout_number
                     ):
                         return  # the block released or discarded it itself
+                looked = True
                 taken = found
                 del self._in_use[found.key]
                 plain = self._plain_return and not self._closed and self._size <= self._max_size
@@ -687,6 +695,8 @@ class ResourcePool(Generic[T]):
         except BaseException:
             if taken is not None:
                 self._finish_return(taken, place)
+            elif not looked:
+                self._give_back(resource, lease)  # interrupted before it looked
             raise
 
     def _finish_return(self, slot: _Slot[T], place: list[int]) -> None:
@@ -801,13 +811,17 @@ class ResourcePool(Generic[T]):
     def _top_up(self, *, raise_errors: bool) -> None:
         """Makes idle resources while fewer than min_size are alive."""
         while True:
-            with self._lock:
-                if self._closed or self._size >= self._min_size or self._size >= self._max_size:
-                    return
-                self._size += 1
+            reserved = False  # a place in _size for factory()
             made: _Slot[T] | None = None
+            resource: Any = _NOTHING
             try:
-                made = _Slot(self._factory(), monotonic())
+                with self._lock:
+                    if self._closed or self._size >= min(self._min_size, self._max_size):
+                        return
+                    self._size += 1
+                    reserved = True
+                resource = self._factory()
+                made = _Slot(resource, monotonic())
                 with self._lock:
                     self._created += 1
                     if made.key in self._live:
@@ -822,6 +836,10 @@ class ResourcePool(Generic[T]):
                     self._idle.append(made)
                     self._notify()
             except BaseException as exc:
+                if not reserved:
+                    raise
+                if made is None and resource is not _NOTHING:
+                    made = _Slot(resource, 0.0)
                 with self._lock:
                     placed = made is not None and self._live.get(made.key) is made
                     if not placed:
@@ -920,11 +938,17 @@ class ResourcePool(Generic[T]):
                 raise ValueError("max_size must be >= 1")
             if not 0 <= new_min <= new_max:
                 raise ValueError("min_size must be >= 0 and <= max_size")
-            if new_max != self._max_size:
+            old_max, old_min = self._max_size, self._min_size
+            self._max_size, self._min_size = new_max, new_min
+            if new_max != old_max:
                 # Under the pool lock so that concurrent resizes keep the
                 # semaphore's bound and _max_size in step; it never blocks.
-                self._sem.resize(new_max)
-            self._max_size, self._min_size = new_max, new_min
+                try:
+                    self._sem.resize(new_max)
+                except BaseException:
+                    if self._sem.max_value != new_max:  # it did not happen
+                        self._max_size, self._min_size = old_max, old_min
+                    raise
         try:
             with self._lock:
                 idle = self._idle
@@ -1050,8 +1074,12 @@ class _Lease(Generic[T]):
             ) from None
         pool = self._pool
         resource = pool.acquire(self._timeout)
-        # A dict read is atomic, also on free-threaded builds.
-        slot = pool._in_use.get(id(resource))
+        try:
+            # A dict read is atomic, also on free-threaded builds.
+            slot = pool._in_use.get(id(resource))
+        except BaseException:
+            pool.release(resource)  # a Ctrl-C right here: the block never runs
+            raise
         if slot is not None:
             self._checkout = slot.checkouts
         self._slot = slot
@@ -1063,6 +1091,7 @@ class _Lease(Generic[T]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        slot, self._slot = self._slot, None
+        slot = self._slot
         if slot is not None:
             self._pool._give_back(slot.resource, (slot, self._checkout))
+            self._slot = None
