@@ -64,6 +64,16 @@ def wait_until(
         time.sleep(0.0005)
 
 
+def queued(sem) -> int:
+    """How many threads wait in sem.acquire() now: fastsem's `waiting`; for
+    threading's control row, the threads parked on its condition variable
+    (the list threading itself keeps: a thread joins it just before it blocks
+    and leaves it when a release notifies it)."""
+    if hasattr(sem, "waiting"):
+        return sem.waiting
+    return len(sem._cond._waiters)
+
+
 class Waiter:
     """A thread blocked in sem.acquire(**kwargs); records when it returns."""
 

@@ -13,7 +13,7 @@ import time
 import weakref
 
 import pytest
-from conftest import Waiter, wait_until
+from conftest import Waiter, queued, wait_until
 
 from fastsem._impl import NO_EXTENSIONS
 
@@ -106,7 +106,7 @@ def test_zero_or_negative_timeout_is_one_attempt(any_impl, timeout):
 def test_contended_acquire_is_woken_by_release(any_impl):
     sem = any_impl.Semaphore(0)
     w = Waiter(sem).start()
-    time.sleep(0.02)
+    wait_until(lambda: queued(sem) == 1, what="the waiter to queue")
     assert not w.done.is_set()
     sem.release()
     w.join()
@@ -117,7 +117,7 @@ def test_contended_acquire_is_woken_by_release(any_impl):
 def test_timed_acquire_is_woken_by_release(any_impl):
     sem = any_impl.Semaphore(0)
     w = Waiter(sem, timeout=30).start()
-    time.sleep(0.02)
+    wait_until(lambda: queued(sem) == 1, what="the waiter to queue")
     sem.release()
     w.join()
     assert w.result is True

@@ -1,67 +1,18 @@
-"""The documentation: it builds in strict mode, and what it documents is true.
+"""What the documentation says of the compiled classes is true.
 
-The Sphinx build runs only where Sphinx and furo are installed
-(`pip install '.[docs]'`; .ci/build_docs does that in a venv of its own).
-The API reference is generated from the pure-Python classes, so the second
-test checks that the compiled classes carry the very same docstrings.
+The API reference is generated from the pure-Python classes, so the compiled
+classes must carry the very same docstrings. (The site itself is built and
+checked by .ci/build_docs, a CI step: it needs Sphinx and a checkout.)
 """
 
 from __future__ import annotations
 
 import inspect
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 import fastsem._pyfastsem as python_impl
 from fastsem._impl import NO_EXTENSIONS
-
-ROOT = Path(__file__).resolve().parent.parent
-DOCS = ROOT / "docs"
-
-
-def test_docs_build_strict(tmp_path: Path) -> None:
-    pytest.importorskip("sphinx")
-    pytest.importorskip("furo")
-    if not (DOCS / "conf.py").is_file():
-        pytest.skip("no docs/ here (not a checkout)")
-    out = tmp_path / "html"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sphinx",
-            "-W",  # every warning is an error
-            "--keep-going",  # ... but report all of them
-            "-q",
-            "-b",
-            "html",
-            "-d",
-            str(tmp_path / "doctrees"),
-            str(DOCS),
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "WARNING" not in proc.stderr, proc.stderr
-    api = (out / "api.html").read_text(encoding="utf-8")
-    # The reference was generated from the docstrings, under the public names.
-    for anchor in [
-        "fastsem.Semaphore",
-        "fastsem.Semaphore.acquire",
-        "fastsem.Semaphore.release",
-        "fastsem.BoundedSemaphore.max_value",
-        "fastsem.IMPLEMENTATION",
-    ]:
-        assert f'id="{anchor}"' in api, anchor
-    assert "Acquire n permits (default 1)." in api
-    for page in ["index", "guide", "benchmarks"]:
-        assert (out / f"{page}.html").is_file(), page
 
 
 @pytest.mark.parametrize("name", ["Semaphore", "BoundedSemaphore"])

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
 
 import pytest
@@ -119,7 +120,15 @@ def test_ctrl_c_in_a_child_forked_from_another_thread(impl):
     status: list[int] = []
 
     def child() -> bool:
-        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+        def interrupt_once_queued() -> None:
+            # Sent before acquire() has queued, SIGINT would interrupt the
+            # Python code before it and prove nothing. A thread that never
+            # queues leaves the child to its alarm: the test fails.
+            while sem.waiting == 0:
+                time.sleep(0.001)
+            os.kill(os.getpid(), signal.SIGINT)
+
+        threading.Thread(target=interrupt_once_queued, daemon=True).start()
         try:
             sem.acquire()
         except KeyboardInterrupt:

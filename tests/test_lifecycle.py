@@ -125,7 +125,13 @@ def test_close_while_threads_are_being_granted(impl):
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
-    time.sleep(0.2)
+    # Close only once permits are being granted through the queue and some
+    # threads are queued: a close before the workers got going would race
+    # with nothing.
+    wait_until(
+        lambda: sem.statistics().contended >= 100 and sem.waiting > 0,
+        what="queued threads being granted permits",
+    )
     sem.close()
     for t in threads:
         t.join(30)
@@ -243,11 +249,14 @@ def test_resize_during_releases(impl):
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
     for t in threads:
         t.start()
+    wait_until(lambda: sem.statistics().acquisitions > 0, what="the workers to start")
+    before = sem.statistics().acquisitions
     rng = random.Random(99)
     for _ in range(200):
         sem.resize(rng.randrange(2, bound + 1))
         assert sem.value <= sem.max_value
         time.sleep(0.001)
+    assert sem.statistics().acquisitions > before  # the resizes raced with them
     sem.resize(bound)
     stop.set()
     for t in threads:
@@ -302,12 +311,20 @@ def test_statistics_read_while_others_acquire(impl):
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
-    previous = 0
-    for _ in range(200):
+    # Read on until the count has moved between reads a few times: two
+    # hundred reads in a row can all fall within one switch interval of the
+    # GIL, while the workers stand still.
+    previous = reads = moves = 0
+    deadline = time.monotonic() + 30
+    while reads < 200 or moves < 5:
         stats = sem.statistics()
         assert stats.contended <= stats.acquisitions
         assert stats.acquisitions >= previous  # never goes back
+        if reads and stats.acquisitions > previous:
+            moves += 1
         previous = stats.acquisitions
+        reads += 1
+        assert time.monotonic() < deadline, f"the count moved {moves} times in 30 s"
     stop.set()
     for t in threads:
         t.join(30)

@@ -1,4 +1,4 @@
-"""fastsem.ResourcePool: every rule of issue 4, with real threads.
+"""fastsem.ResourcePool: every rule it promises, with real threads.
 
 Each test runs twice, on a pool built on the C and on the pure-Python
 BoundedSemaphore (the autouse fixture below sets the class the pool uses).
@@ -314,7 +314,7 @@ def test_factory_error_reaches_the_caller_and_frees_the_place() -> None:
     stats = pool.stats()
     assert (stats["factory_errors"], stats["size"]) == (3, 0)
     res = pool.acquire(timeout=0)  # the place is free: no wait, no timeout
-    assert isinstance(res, Res)
+    assert tracker.made == [res] and tracker.calls == 4
     pool.release(res)
 
 
@@ -656,7 +656,7 @@ def test_timeout_left_out_means_the_pools_none_means_forever() -> None:
     with pytest.raises(PoolTimeout):
         pool.acquire()  # the pool's 0.01 s
     (patient,) = queue_acquirers(pool, 1, timeout=None)
-    assert not patient.done.is_set()
+    assert not patient.done.wait(0.1)  # ten times the pool's timeout
     pool.release(held)
     patient.join()
     assert patient.error is None and patient.result is held
@@ -1003,6 +1003,7 @@ def test_stress_close_while_busy() -> None:
     pool = make_pool(max_size, tracker, min_size=2)
     violations, workers = run_workers(pool, 32, SECONDS, rng_seed=5, stop_early=True)
     time.sleep(SECONDS / 2)
+    wait_until(lambda: waiting(pool) > 0, what="workers queued at the pool")  # busy
     pool.close()
     assert not join_all(workers), "a waiter is stuck after close()"
     assert not violations, violations[:5]
@@ -1023,8 +1024,12 @@ def test_stress_resize_while_busy() -> None:
         time.sleep(0.002)
     pool.resize(max_size=2)
     # Workers stop at close(); until then each returned resource past the
-    # bound is closed, so at most 5 ever lived and 2 are left when idle.
-    time.sleep(0.05)
+    # bound is closed, so at most 5 ever lived, and the pool drains to the
+    # new bound while they work, and stays within it.
+    wait_until(lambda: pool.stats()["size"] <= 2, what="the pool to drain to max_size=2")
+    for _ in range(100):
+        assert pool.stats()["size"] <= 2
+        time.sleep(0.001)
     pool.close()
     assert not join_all(workers), "a waiter is stuck"
     assert not violations, violations[:5]

@@ -9,8 +9,10 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
+from conftest import wait_until
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -29,6 +31,25 @@ def start_child(code: str, *args: str) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def wait_until_asleep(pid: int) -> None:
+    """Waits until the main thread of process pid (its thread id is the
+    process id) sleeps in the kernel: queued is not yet asleep. A signal that
+    lands before the wait blocks is caught all the same (the C binding steps
+    out of its wait every 10 ms to look), so the outcome does not depend on
+    this check; it makes sure that the path under test, a blocked wait cut
+    short, is the one taken. Without /proc (macOS) a short sleep stands in."""
+    stat = Path(f"/proc/{pid}/stat")
+    if not stat.exists():
+        time.sleep(0.05)
+        return
+
+    def asleep() -> bool:
+        # The state is the first field after the command name in parentheses.
+        return stat.read_text().rsplit(")", 1)[1].split()[0] == "S"
+
+    wait_until(asleep, what=f"process {pid} to sleep in its wait")
 
 
 def finish(child: subprocess.Popen) -> dict:
@@ -74,8 +95,8 @@ CTRL_C_CHILD = """
 @pytest.mark.parametrize("timeout", ["none", "60"], ids=["no-timeout", "timeout"])
 def test_ctrl_c_interrupts_a_blocked_acquire(impl, timeout):
     child = start_child(CTRL_C_CHILD, module_name(impl), timeout)
-    assert child.stdout.readline().strip() == "READY"
-    time.sleep(0.05)  # let the main thread settle into its wait
+    assert child.stdout.readline().strip() == "READY"  # both threads queued
+    wait_until_asleep(child.pid)
     sent_at = time.monotonic()  # CLOCK_MONOTONIC is system-wide
     child.send_signal(signal.SIGINT)
     report = finish(child)
@@ -107,9 +128,11 @@ HANDLER_CHILD = """
         threading.Thread(target=wait_behind).start()
         while sem.waiting < 2:
             time.sleep(0.001)
-        for _ in range(5):
+        for sent in range(1, 6):
             os.kill(os.getpid(), signal.SIGUSR1)
-            time.sleep(0.03)
+            # Handled before the next one is sent: two pending signals count as one.
+            while len(handled) < sent:
+                time.sleep(0.001)
         sem.release()  # the main thread is still first in line
 
     threading.Thread(target=pester_then_release, daemon=True).start()
