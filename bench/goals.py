@@ -134,8 +134,14 @@ def _pool() -> list[Goal]:
                 "pool uncontended", "ns_per_pair", ">=", 3.0, peers.QUEUEPOOL, peers.POOL),
         _versus("pool-uncontended-queue", f"{idle} a queue.Queue pool / ResourcePool",
                 "pool uncontended", "ns_per_pair", ">", 1.0, peers.QUEUE_POOL, peers.POOL),
+        # A strictly FIFO pool's worst wait is the scheduler's: a granted thread
+        # that the OS does not run holds up everyone queued behind it. The C
+        # core alone, with no Python, shows that floor in the same run, so the
+        # pool is judged against it as well as against QueuePool.
+        _versus("pool-max-wait-floor", f"{busy} ResourcePool / the C core alone (the floor)",
+                "pool contended", "max_wait_ms", "<=", 1.5, peers.POOL, peers.CORE_FLOOR),
         _versus("pool-max-wait", f"{busy} ResourcePool / SQLAlchemy QueuePool",
-                "pool contended", "max_wait_ms", "<=", 0.1, peers.POOL, peers.QUEUEPOOL),
+                "pool contended", "max_wait_ms", "<=", 0.25, peers.POOL, peers.QUEUEPOOL),
         Goal("statistics-cost", "what statistics cost an uncontended acquire()+release()",
              Figure(c.FASTSEM, "statistics", "share_of_python_pair"), "<=", 0.05,
              unit="fraction"),

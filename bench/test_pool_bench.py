@@ -14,7 +14,8 @@ QueuePool and a pool made of a queue.Queue.
   when a JDK 11+ is on PATH, and so does the C core alone (core_contended.c:
   pthreads, no Python): the floor of a strictly FIFO semaphore on the
   machine, where a granted thread that the scheduler does not run holds up
-  everyone queued behind it.
+  everyone queued behind it. The pool's worst wait is judged against that
+  floor, measured in the same run (goals.py).
 
 Every pool holds the same trivial resource (an object with no-op rollback()
 and close(), which QueuePool calls). QueuePool runs with
