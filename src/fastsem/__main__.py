@@ -162,10 +162,16 @@ def table_rows(run: Run) -> list[list[str]]:
     return cells
 
 
+def _threads_value(key: str) -> tuple[int, int]:
+    """The (threads, value) of a config_key(): "t16_v8" -> (16, 8)."""
+    threads, value = key[1:].split("_v")
+    return int(threads), int(value)
+
+
 def _other_configs(run: Run) -> list[str]:
     """The contended configurations besides the table's, value 1 first."""
     keys = {k for r in run.contenders for k in r.contended if k != MAIN}
-    return sorted(keys, key=lambda k: (k.endswith("_v1") is False, *map(int, k[1:].split("_v"))))
+    return sorted(keys, key=lambda k: (_threads_value(k)[1] != 1, *_threads_value(k)))
 
 
 def format_table(header: list[str], rows: list[list[str]], aligns: list[str]) -> str:
@@ -218,7 +224,7 @@ def footnote(run: Run) -> str:
 
 def more_table(run: Run) -> str:
     keys = _other_configs(run)
-    header = ["contender", *(f"{k[1:].replace('_v', 't v')} ops/s" for k in keys)]
+    header = ["contender", *("{}t v{} ops/s".format(*_threads_value(k)) for k in keys)]
     rows = [
         [_label(r), *(_ops(r.contended.get(k)) for k in keys)]
         for r in run.contenders

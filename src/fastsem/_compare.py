@@ -801,7 +801,7 @@ def run(plan: Plan, progress: Say = None) -> Run:
         windows: dict[str, list[Window]] = {c.name: [] for c in who}
         for r in range(plan.rounds):
             for c in who:
-                say(f"contended, {threads} threads, value {value}, round {r + 1}: {c.name}")
+                say(f"contended, {threads} threads, value {value}, {r + 1}/{plan.rounds}: {c.name}")
                 windows[c.name].append(
                     contended_window(
                         c,
