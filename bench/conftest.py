@@ -1,25 +1,28 @@
 """The fastsem benchmark suite: pytest-benchmark configuration.
 
-Every workload of issue 3 runs on every contender of fastsem._compare (the
-same list, and the same measuring functions, as ``python -m fastsem``):
+Every workload runs on every contender (peers.contenders(): the package's,
+plus the optional peers), through the same measuring functions as ``python -m
+fastsem``:
 
     python -m pip install '.[bench]'
-    python -m pytest bench/ --benchmark-only                     # minutes
+    python -m pytest bench/ --benchmark-only                        # minutes
     FASTSEM_BENCH_QUICK=1 python -m pytest bench/ --benchmark-only  # smoke, seconds
+    python -m pytest bench/ --benchmark-only --benchmark-json=bench.json
 
-pytest-benchmark's own table times one call of each benchmark's target (a
-loop of N pairs, N round trips, one contended window...). The figures that
-matter (ns per pair, per handoff; throughput, Jain's index, max/min count,
-p50/p99/max wait, barges...) are in each benchmark's ``extra_info``, which
-``--benchmark-json`` writes out, and are printed as one table per group at
-the end of the run.
+pytest-benchmark's own table times one call of each benchmark's target (one
+whole measurement). The figures that matter are in each benchmark's
+``extra_info``, filed by ``contender`` and ``workload`` (what goals.py reads
+from ``--benchmark-json``), and printed as one table per group at the end.
 
-FASTSEM_BENCH_QUICK=1 (or ``--fastsem-quick``) shrinks every size so that the
-whole suite only proves it runs: a smoke test for CI, no meaningful figure.
+The sizes: the shared workloads take theirs from ``fastsem._compare.PLANS``
+(the "full" row, or "smoke" under FASTSEM_BENCH_QUICK=1 or
+``--fastsem-quick``: only proves that the suite runs), the suite's own
+workloads from SIZES below, by the same row name.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -28,13 +31,36 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
+import peers
 import pytest
 
 from fastsem import _compare
 
-contenders = _compare.contenders()
-
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The sizes of the workloads only this suite runs (a row of SIZES)."""
+
+    fifo_waiters: int
+    fifo_rounds: int
+    memory_objects: int
+    creation_objects: int
+    release_ns: tuple[int, ...]
+    release_repeats: int
+    pool_pairs: int  # checkouts + returns per round, uncontended
+    pool_rounds: int
+    pool_seconds: float  # the pools' contended window
+
+
+# fmt: off
+SIZES = {
+    #         fifo    memory   creation   release(n)               pool
+    "smoke": Sizes(4, 1,  1_000,   5_000,     (20,), 1,                1_000, 2,   0.03),
+    "full":  Sizes(50, 4, 100_000, 1_000_000, (100, 1000, 5000), 3,    50_000, 15, 2.0),
+}
+# fmt: on
 
 
 def build_core_program(tmp_path: Path, source: str, name: str, *flags: str) -> Path:
@@ -54,58 +80,6 @@ def build_core_program(tmp_path: Path, source: str, name: str, *flags: str) -> P
     return exe
 
 
-@dataclass(frozen=True)
-class Sizes:
-    """How much each benchmark does: full figures, or the CI smoke run."""
-
-    quick: bool
-    pairs: int  # acquire/release pairs (or with blocks) per round
-    rounds: int  # rounds of the uncontended and handoff benchmarks
-    round_trips: int  # ping-pong round trips per round
-    contended_seconds: float
-    contended_warmup: float
-    configs: tuple[tuple[int, int], ...]  # (threads, value)
-    barge_trials: int
-    fifo_waiters: int
-    fifo_rounds: int
-    memory_objects: int
-    creation_objects: int
-    release_ns: tuple[int, ...]
-
-
-FULL = Sizes(
-    quick=False,
-    pairs=200_000,
-    rounds=15,
-    round_trips=5_000,
-    contended_seconds=1.0,
-    contended_warmup=_compare.CONTENDED_WARMUP,
-    configs=((4, 1), (16, 1), (4, 2), (16, 8)),
-    barge_trials=_compare.BARGE_TRIALS,
-    fifo_waiters=50,
-    fifo_rounds=4,
-    memory_objects=100_000,
-    creation_objects=1_000_000,
-    release_ns=(100, 1000, 5000),
-)
-
-QUICK = Sizes(
-    quick=True,
-    pairs=2_000,
-    rounds=2,
-    round_trips=50,
-    contended_seconds=0.03,
-    contended_warmup=0.01,
-    configs=((4, 1), (16, 1), (4, 2), (16, 8)),
-    barge_trials=3,
-    fifo_waiters=4,
-    fifo_rounds=1,
-    memory_objects=1_000,
-    creation_objects=5_000,
-    release_ns=(20,),
-)
-
-
 def pytest_addoption(parser: Any) -> None:
     parser.addoption(
         "--fastsem-quick",
@@ -114,64 +88,64 @@ def pytest_addoption(parser: Any) -> None:
     )
 
 
-def _quick(config: Any) -> bool:
+def _mode(config: Any) -> str:
     flag = os.environ.get("FASTSEM_BENCH_QUICK", "")
-    return bool(config.getoption("--fastsem-quick")) or flag not in ("", "0")
+    quick = bool(config.getoption("--fastsem-quick")) or flag not in ("", "0")
+    return "smoke" if quick else "full"
+
+
+@pytest.fixture(scope="session")
+def plan(request: Any) -> _compare.Plan:
+    return _compare.PLANS[_mode(request.config)]
 
 
 @pytest.fixture(scope="session")
 def sizes(request: Any) -> Sizes:
-    return QUICK if _quick(request.config) else FULL
+    return SIZES[_mode(request.config)]
+
+
+def _param(value: Any, id: str, group: str) -> Any:
+    return pytest.param(value, id=id, marks=pytest.mark.benchmark(group=group))
 
 
 def pytest_generate_tests(metafunc: Any) -> None:
+    mode = _mode(metafunc.config)
     if "contender" in metafunc.fixturenames:
-        metafunc.parametrize("contender", contenders, ids=attrgetter("name"))
+        metafunc.parametrize("contender", peers.contenders(), ids=attrgetter("name"))
     if "config" in metafunc.fixturenames:
-        sizes = QUICK if _quick(metafunc.config) else FULL
+        configs = [(_compare.THREADS, 1), *_compare.PLANS[mode].configs]
         metafunc.parametrize(
             "config",
-            [
-                pytest.param(
-                    tv,
-                    id=f"{tv[0]}threads-value{tv[1]}",
-                    marks=pytest.mark.benchmark(group=f"contended: {tv[0]} threads, value {tv[1]}"),
-                )
-                for tv in sizes.configs
-            ],
-        )
+            [_param(tv, f"{tv[0]}threads-value{tv[1]}", f"contended: {tv[0]} threads, "
+                    f"value {tv[1]}") for tv in configs],
+        )  # fmt: skip
     if "release_size" in metafunc.fixturenames:
-        sizes = QUICK if _quick(metafunc.config) else FULL
         metafunc.parametrize(
             "release_size",
             [
-                pytest.param(
-                    n,
-                    id=f"n{n}",
-                    marks=pytest.mark.benchmark(group=f"release(n): {n:,} queued waiters"),
-                )
-                for n in sizes.release_ns
+                _param(n, f"n{n}", f"release(n): {n:,} queued waiters")
+                for n in SIZES[mode].release_ns
             ],
         )
 
 
 # --------------------------------------------------------------------------
-# One table of the extra_info figures per group, at the end of the run
+# The figures: in extra_info, and one table per group at the end of the run
 
 # (group, contender, {figure: value}) in the order the benchmarks ran.
 FIGURES: list[tuple[str, str, dict[str, Any]]] = []
 
 
-@pytest.fixture
-def record(benchmark: Any, contender: _compare.Contender) -> Any:
-    """record(**figures) puts them in the benchmark's extra_info and in the
-    summary table."""
-
-    def put(**figures: Any) -> None:
-        benchmark.extra_info.update(figures)
-        FIGURES.append((str(benchmark.group), contender.name, figures))
-
-    return put
+def record(
+    benchmark: Any, contender: str, workload: str, figures: Any, group: str | None = None
+) -> None:
+    """Files `figures` (a dict, or a dataclass of results) in the benchmark's
+    extra_info under `contender` and `workload`, and in the summary table
+    (under `group`, by default the benchmark's)."""
+    if dataclasses.is_dataclass(figures) and not isinstance(figures, type):
+        figures = dataclasses.asdict(figures)
+    benchmark.extra_info.update(contender=contender, workload=workload, **figures)
+    FIGURES.append((group or str(benchmark.group), contender, figures))
 
 
 def _cell(value: Any) -> str:
@@ -193,7 +167,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     for group, name, figures in FIGURES:
         groups.setdefault(group, []).append((name, figures))
     for group, rows in groups.items():
-        keys = list(dict.fromkeys(k for _, figures in rows for k in figures))
+        # Lists (wait percentiles, per-thread counts) stay in the JSON only.
+        keys = list(
+            dict.fromkeys(
+                k for _, f in rows for k, v in f.items() if not isinstance(v, (list, tuple))
+            )
+        )
         header = ["contender", *keys]
         cells = [[name, *(_cell(figures.get(k)) for k in keys)] for name, figures in rows]
         widths = [max(len(r[i]) for r in [header, *cells]) for i in range(len(header))]

@@ -25,6 +25,12 @@ NAME = "java.util.concurrent.Semaphore (fair)"
 MIN_WARMUP_S = 1.0
 
 
+def warmup(plan: _compare.Plan) -> float:
+    """The warm-up before the measured window: the JIT's second, except in a
+    smoke run, whose figures mean nothing anyway."""
+    return plan.warmup if plan.mode == "smoke" else max(plan.warmup, MIN_WARMUP_S)
+
+
 def run(mode: str, threads: int, value: int, seconds: float, warmup: float) -> dict[str, Any]:
     """One window of the Java loop ("loop": acquire / tiny critical section /
     release; "pool": tryAcquire, take an idle object, return it, release),

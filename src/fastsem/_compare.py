@@ -1,65 +1,44 @@
-"""The measurements behind ``python -m fastsem``: fastsem against its peers.
+"""The measurements behind ``python -m fastsem``: fastsem beside threading.
 
-Pure standard library, no printing (``__main__`` formats the tables and draws
-the plot). The same functions are imported by the pytest-benchmark suite in
-``bench/``, so every figure is measured one way only.
+Standard library only, and no printing (``__main__`` draws the table). The
+benchmark suite in the repository's ``bench/`` runs these same functions and
+adds the peers and the workloads that have no place in the package.
 
-The contenders are fastsem (C, fair; its BoundedSemaphore; C non-fair; the
+The contenders: fastsem (C, fair; its BoundedSemaphore; C, non-fair; the
 pure-Python reference), threading.Semaphore and BoundedSemaphore,
-multiprocessing.Semaphore (a POSIX semaphore, usable by threads too),
-posix_ipc.Semaphore when that package is installed, and a bare ``_thread``
-lock: the floor, what the interpreter's own lock costs.
+multiprocessing.Semaphore (a POSIX semaphore, usable by threads too) and a
+bare ``_thread`` lock: the floor, what the interpreter's own lock costs.
 
-The workloads, each run on every contender that supports it:
+The workloads, each on every contender that supports it:
 
 uncontended
     ns per ``acquire(); release()`` pair in one thread, and per ``with sem:
-    pass`` block: best of several repeats of a tight loop over the bound
-    methods (as timeit does, with the garbage collector off while timing; the
-    loop's own cost is included). The repeats of all contenders are
-    interleaved, round by round, so a slow drift of the machine (frequency,
-    a neighbour) falls on every contender alike.
+    pass`` block: the best of several timed loops over the bound methods (the
+    garbage collector off, as timeit does; the loop's own cost included). The
+    loops of all contenders are interleaved round by round, so that a slow
+    drift of the machine (frequency, a neighbour) falls on all of them alike.
 handoff
     Ping-pong: each of two threads releases the other's semaphore (both start
-    at 0), then waits on its own. Reported: ns per handoff (a round trip is
-    two), the median of interleaved repeats.
+    at 0), then waits on its own. ns per handoff (a round trip is two), the
+    median of repeats interleaved as above.
 contended
-    T threads on a semaphore of value V, each looping acquire / a tiny
-    critical section / release for a fixed wall time. Per thread:
-    acquisitions, and the wait of every acquire(). Reported: throughput,
-    Jain's fairness index over the per-thread counts, the max/min count ratio,
-    wait percentiles. On value 1 the critical section also checks mutual
-    exclusion (a semaphore of value 1 must never let two threads in at once).
+    T threads on a semaphore of value V loop acquire / a tiny critical
+    section / release for a fixed time: throughput, Jain's fairness index of
+    the per-thread counts, the wait of every acquire(). On value 1 the
+    critical section also checks mutual exclusion.
 
     Only a window after a warm-up counts, which begins once every thread is
     through the start gate. Leaving the gate needs the GIL, and a thread
     looping on a free semaphore gives the GIL up only when a switch interval
-    (5 ms) forces it to; a forced switch that lands while it does not hold
-    the permit just makes the newcomer the next one to run alone. So the
-    threads join one switch interval at a time, by chance, sometimes over
-    50 ms or more, and the ones already in run uncontended at many times the
-    contended rate. Counted, those milliseconds dominate the per-thread
-    counts (a Jain index of 0.24 for a strictly FIFO semaphore, from startup
-    alone).
+    forces it to; so the threads join one switch interval at a time, by
+    chance, and the ones already in run uncontended at many times the
+    contended rate. Counted, those milliseconds would dominate the per-thread
+    counts and make even a strictly FIFO semaphore look unfair.
 barging
-    A thread W blocks in acquire() on a value-1 semaphore whose permit the
-    main thread holds; the main thread then does ``release()`` followed at
-    once by a non-blocking acquire. If that succeeds, the releasing thread
-    took the permit back ahead of the queued waiter: a barge.
-fifo
-    Waiters queue one at a time (each is seen queued before the next one
-    starts), then the main thread releases one permit at a time and waits for
-    the grantee to report. A grant is in order when it goes to the oldest
-    waiter still queued.
-memory
-    Bytes per object, from tracemalloc, over many objects created at once.
-creation
-    ns to create one object (its destruction is not timed), over many.
-release_n
-    n threads queued on a semaphore of value 0, then one ``release(n)``:
-    the time of that call (in fair mode every grant is made inside it), and
-    the time until the last waiter has returned from acquire(). Thread
-    creation is not timed.
+    A thread blocks in acquire() on a value-1 semaphore whose permit the main
+    thread holds; the main thread then calls release() and at once a
+    non-blocking acquire. If that succeeds, the releasing thread took the
+    permit back ahead of the queued waiter: a barge.
 
 The interpreter's switch interval is left at its default, as a user has it.
 """
@@ -78,38 +57,25 @@ import statistics
 import sys
 import threading
 import time
-import tracemalloc
 from array import array
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
 
 THREADS = 16
-CONTENDED_SECONDS = 0.5
-CONTENDED_SECONDS_QUICK = 0.1
-# Run, uncounted, after the last thread is through the start gate and before
-# the measured window (see the module docstring).
-CONTENDED_WARMUP = 0.1
-CONTENDED_WARMUP_QUICK = 0.03
 # Give up waiting for every thread to pass the start gate after this long
-# (and measure anyway; "all_started" says so).
+# (and measure anyway; `all_started` says so).
 START_TIMEOUT = 5.0
-BARGE_TRIALS = 200
-BARGE_TRIALS_QUICK = 50
+# A thread that has not come back this long after the stop flag is hung.
+JOIN_TIMEOUT = 30.0
 # Without a way to see that a thread is queued, this long after it starts it
 # is taken to be blocked in acquire().
-BARGE_SETTLE_SECONDS = 0.005
+SETTLE_SECONDS = 0.005
 # Percentiles are exact up to this many wait samples, and taken from an
 # evenly strided subsample beyond it (the max is always exact).
 PERCENTILE_SAMPLES = 250_000
 # The wait distribution kept in the results (for the plot): these percentiles.
 WAIT_PERCENTILES = (0.0, 1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 99.99, 100.0)
-# A thread that has not come back this long after the stop flag is hung.
-JOIN_TIMEOUT = 30.0
-# Stack size of the threads queued by the release(n) workload (5,000 threads
-# of the default 8 MiB would reserve 40 GiB of address space).
-RELEASE_N_STACK_SIZE = 256 * 1024
 
-# The contenders the goals name.
 FASTSEM = "fastsem"
 FASTSEM_BOUNDED = "fastsem (bounded)"
 FASTSEM_NONFAIR = "fastsem (non-fair)"
@@ -117,9 +83,8 @@ FASTSEM_PURE = "fastsem (pure Python)"
 THREADING = "threading.Semaphore"
 THREADING_BOUNDED = "threading.BoundedSemaphore"
 MULTIPROCESSING = "multiprocessing.Semaphore"
-POSIX_IPC = "posix_ipc.Semaphore"
 LOCK = "_thread.lock"
-# Outside --full, the workloads that cost the most run on these only.
+# Outside a full run, the other thread counts run on these only.
 CORE = (FASTSEM, FASTSEM_NONFAIR, FASTSEM_PURE, THREADING, LOCK)
 
 
@@ -129,13 +94,11 @@ class Contender:
 
     `make(value)` returns a fresh object with acquire()/release() (ValueError
     for a value it cannot have). `is_lock` marks a plain lock: value 1 only
-    and no fairness promise, shown for reference (what the interpreter's own
-    lock costs). `new` makes one object of value 1 with no arguments, for the
-    memory and creation workloads (None: not measured). `try_acquire` takes
-    a permit without blocking and says whether it did. `queued` returns how
-    many threads are blocked in acquire() (None: no way to tell).
-    `release_n` says whether release(n) exists and may go past the initial
-    value.
+    and no fairness promise. `new` makes one object of value 1 with no
+    arguments (None: not made in bulk). `try_acquire` takes a permit without
+    blocking and says whether it did. `queued` returns how many threads are
+    blocked in acquire() (None: no way to tell). `release_n` says whether
+    release(n) exists and may go past the initial value.
     """
 
     name: str
@@ -164,203 +127,182 @@ def _condition_waiters(sem: Any) -> int:
     return len(sem._cond._waiters)
 
 
-def _multiprocessing_contender() -> Contender | None:
+def contenders() -> list[Contender]:
+    """fastsem's first, the floor last; the C ones only if the build imports
+    (and FASTSEM_NO_EXTENSIONS is not set), multiprocessing only if it works
+    here (it needs /dev/shm)."""
+    from . import _pyfastsem
+    from ._impl import c_module as c
+
+    def fastsem(name: str, cls: Any, fair: bool, bulk: bool, release_n: bool) -> Contender:
+        return Contender(
+            name,
+            lambda v: cls(v, fair=fair),
+            fair=fair,
+            new=cls if bulk else None,  # one object per type is enough
+            queued=_waiting,
+            release_n=release_n,
+        )
+
+    def stdlib(name: str, cls: Any, release_n: bool) -> Contender:
+        return Contender(name, cls, new=cls, queued=_condition_waiters, release_n=release_n)
+
+    found: list[Contender] = []
+    if c is not None:
+        found += [
+            fastsem(FASTSEM, c.Semaphore, fair=True, bulk=True, release_n=True),
+            fastsem(FASTSEM_BOUNDED, c.BoundedSemaphore, fair=True, bulk=True, release_n=False),
+            fastsem(FASTSEM_NONFAIR, c.Semaphore, fair=False, bulk=False, release_n=True),
+        ]
+    found += [
+        fastsem(FASTSEM_PURE, _pyfastsem.Semaphore, fair=True, bulk=True, release_n=True),
+        stdlib(THREADING, threading.Semaphore, release_n=True),
+        stdlib(THREADING_BOUNDED, threading.BoundedSemaphore, release_n=False),
+    ]
     try:
         import multiprocessing
 
-        multiprocessing.Semaphore(1)  # needs a working /dev/shm
+        multiprocessing.Semaphore(1)
+        found.append(Contender(MULTIPROCESSING, lambda v: multiprocessing.Semaphore(v)))
     except (ImportError, OSError):
-        return None
-    return Contender(MULTIPROCESSING, lambda v: multiprocessing.Semaphore(v))
-
-
-def _posix_ipc_contender() -> Contender | None:
-    try:
-        import posix_ipc  # type: ignore[import-not-found]  # optional, never a dependency
-    except ImportError:
-        return None
-
-    def make(value: int) -> Any:
-        sem = posix_ipc.Semaphore(None, posix_ipc.O_CREX, initial_value=value)
-        sem.unlink()  # nameless from now on; lives while this object does
-        return sem
-
-    def try_acquire(sem: Any) -> bool:
-        try:
-            sem.acquire(0)
-        except posix_ipc.BusyError:
-            return False
-        return True
-
-    try:
-        make(1)
-    except (OSError, posix_ipc.Error):
-        return None
-    return Contender(POSIX_IPC, make, try_acquire=try_acquire)
-
-
-def contenders() -> list[Contender]:
-    """The contenders, fastsem's first and the floor last; the C ones only if
-    the build imports (and FASTSEM_NO_EXTENSIONS is not set), the optional
-    peers only if they import and work here."""
-    from . import _pyfastsem
-    from ._impl import c_module as _cfastsem
-
-    found: list[Contender] = []
-    if _cfastsem is not None:
-        found += [
-            Contender(
-                FASTSEM,
-                lambda v: _cfastsem.Semaphore(v, fair=True),
-                fair=True,
-                new=_cfastsem.Semaphore,
-                queued=_waiting,
-                release_n=True,
-            ),
-            Contender(
-                FASTSEM_BOUNDED,
-                lambda v: _cfastsem.BoundedSemaphore(v, fair=True),
-                fair=True,
-                new=_cfastsem.BoundedSemaphore,
-                queued=_waiting,
-            ),
-            Contender(
-                FASTSEM_NONFAIR,
-                lambda v: _cfastsem.Semaphore(v, fair=False),
-                fair=False,
-                queued=_waiting,
-                release_n=True,
-            ),
-        ]
-    found.append(
-        Contender(
-            FASTSEM_PURE,
-            lambda v: _pyfastsem.Semaphore(v, fair=True),
-            fair=True,
-            new=_pyfastsem.Semaphore,
-            queued=_waiting,
-            release_n=True,
-        )
-    )
-    found += [
-        Contender(
-            THREADING,
-            threading.Semaphore,
-            new=threading.Semaphore,
-            queued=_condition_waiters,
-            release_n=True,
-        ),
-        Contender(
-            THREADING_BOUNDED,
-            threading.BoundedSemaphore,
-            new=threading.BoundedSemaphore,
-            queued=_condition_waiters,
-        ),
-    ]
-    for optional in (_multiprocessing_contender(), _posix_ipc_contender()):
-        if optional is not None:
-            found.append(optional)
+        pass
     found.append(Contender(LOCK, _make_lock, is_lock=True, new=_thread.allocate_lock))
     return found
 
 
 # --------------------------------------------------------------------------
-# How much of everything a run measures
+# How much a run measures
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The sizes of one run: --quick, the default, or --full."""
+    """The sizes of one run (a row of PLANS)."""
 
     mode: str
-    uncontended_min_ns: int  # per repeat
-    uncontended_repeats: int
-    handoff_seconds: float  # per repeat
+    loop_ns: int  # the shortest timed loop of the uncontended workload
+    loop_repeats: int
+    handoff_seconds: float  # one repeat
     handoff_repeats: int
-    contended_seconds: float  # the 16-thread, value-1 run of every contender
-    contended_warmup: float
-    contended_rounds: int  # windows per contender and configuration, interleaved
-    # Every other (threads, value) configuration, with its window.
-    configs: tuple[tuple[int, int], ...]
+    contended_seconds: float  # 16 threads on value 1, every contender, all rounds
+    warmup: float  # before each contended window
+    rounds: int  # windows per contender and configuration, interleaved
+    configs: tuple[tuple[int, int], ...]  # the other (threads, value) runs
     configs_seconds: float
     barge_trials: int
-    fifo_waiters: int
-    fifo_rounds: int
-    memory_objects: int
-    creation_objects: int
-    release_ns: tuple[int, ...]
-    release_repeats: tuple[int, ...]  # for each of release_ns
-    # False: the heavier workloads (extra configurations, FIFO order without a
-    # way to see the queue, release(n)) run on the CORE contenders only.
-    everyone: bool
+    everyone: bool  # the other configurations on every contender, not only CORE
 
 
-PLANS = {
-    "quick": Plan(
-        mode="quick",
-        uncontended_min_ns=10_000_000,
-        uncontended_repeats=3,
-        handoff_seconds=0.02,
-        handoff_repeats=3,
-        contended_seconds=CONTENDED_SECONDS_QUICK,
-        contended_warmup=CONTENDED_WARMUP_QUICK,
-        contended_rounds=1,
-        configs=((4, 1), (4, 2), (16, 8)),
-        configs_seconds=0.06,
-        barge_trials=BARGE_TRIALS_QUICK,
-        fifo_waiters=25,
-        fifo_rounds=2,
-        memory_objects=5_000,
-        creation_objects=20_000,
-        release_ns=(100, 400),
-        release_repeats=(1, 1),
-        everyone=False,
-    ),
-    "default": Plan(
-        mode="default",
-        uncontended_min_ns=20_000_000,
-        uncontended_repeats=5,
-        handoff_seconds=0.025,
-        handoff_repeats=7,
-        contended_seconds=CONTENDED_SECONDS,
-        contended_warmup=0.05,
-        contended_rounds=2,
-        configs=((4, 1), (4, 2), (16, 8)),
-        configs_seconds=0.25,
-        barge_trials=BARGE_TRIALS,
-        fifo_waiters=50,
-        fifo_rounds=4,
-        memory_objects=20_000,
-        creation_objects=200_000,
-        release_ns=(100, 1000),
-        release_repeats=(3, 1),
-        everyone=False,
-    ),
-    "full": Plan(
-        mode="full",
-        uncontended_min_ns=100_000_000,
-        uncontended_repeats=7,
-        handoff_seconds=0.05,
-        handoff_repeats=31,
-        contended_seconds=1.0,
-        contended_warmup=CONTENDED_WARMUP,
-        contended_rounds=4,
-        configs=((2, 1), (4, 1), (8, 1), (32, 1), (4, 2), (16, 8)),
-        configs_seconds=1.0,
-        barge_trials=BARGE_TRIALS,
-        fifo_waiters=50,
-        fifo_rounds=4,
-        memory_objects=100_000,
-        creation_objects=1_000_000,
-        release_ns=(100, 1000, 5000),
-        release_repeats=(5, 3, 3),
-        everyone=True,
-    ),
-}
+_SOME = ((4, 1), (4, 2), (16, 8))
+_MORE = ((2, 1), (4, 1), (8, 1), (32, 1), (4, 2), (16, 8))
+# The columns: mode; uncontended loop ns, repeats; handoff seconds, repeats;
+# 16 threads on value 1: seconds, warm-up, rounds; the other configurations,
+# their seconds; barging trials; everyone. "smoke" proves that everything
+# runs (the tests, the benchmark suite's CI run): its figures mean nothing.
+# fmt: off
+PLANS = {p.mode: p for p in [
+    Plan("smoke",     1_000_000, 2, 0.002, 2,   0.02, 0.01, 1, _SOME, 0.02, 3,   False),
+    Plan("quick",    10_000_000, 3, 0.02,  3,   0.1,  0.03, 1, _SOME, 0.06, 50,  False),
+    Plan("default",  20_000_000, 5, 0.025, 7,   0.5,  0.05, 2, _SOME, 0.25, 200, False),
+    Plan("full",    100_000_000, 7, 0.05,  31,  1.0,  0.1,  4, _MORE, 1.0,  200, True),
+]}
+# fmt: on
 
 
 # --------------------------------------------------------------------------
-# Machine description
+# Results
+
+
+@dataclass
+class Uncontended:
+    ns: float  # per pair (or block), the best loop
+    ns_median: float
+    number: int  # pairs per loop
+    repeats: int
+
+
+@dataclass
+class Handoff:
+    ns: float  # per handoff, the median of the repeats
+    ns_best: float
+    ns_runs: list[float]
+    round_trips: int  # per repeat
+
+
+@dataclass
+class Window:
+    """The raw figures of one contended window."""
+
+    threads: int
+    value: int
+    seconds: float
+    counts: list[int]  # acquisitions per thread
+    waits: array[int]  # ns, one per acquisition
+    all_started: bool
+    start_spread_ms: float | None
+    exclusion_violations: int | None  # None: not checked (value > 1)
+    shared_counter_ok: bool | None
+
+
+@dataclass
+class Contended:
+    threads: int
+    value: int
+    rounds: int
+    seconds: float  # measured, all rounds
+    acquisitions: int
+    ops_per_s: float | None
+    jain: float | None  # of the least even round
+    max_min_ratio: float | None
+    starved_threads: int
+    per_thread_counts: list[int]  # of the least even round
+    wait_p50_ns: int | None
+    wait_p99_ns: int | None
+    wait_max_ns: int | None
+    wait_percentiles_ns: list[tuple[float, int]]
+    all_started: bool
+    start_spread_ms: float | None
+    exclusion_violations: int | None
+    shared_counter_ok: bool | None
+
+
+@dataclass
+class Barging:
+    barges: int
+    trials: int
+
+
+@dataclass
+class Row:
+    """Every figure of one contender (None: not measured)."""
+
+    name: str
+    is_lock: bool
+    fair: bool | None
+    pair: Uncontended | None = None
+    with_block: Uncontended | None = None
+    handoff: Handoff | None = None
+    contended: dict[str, Contended] = field(default_factory=dict)  # by config_key()
+    barging: Barging | None = None
+
+
+@dataclass
+class Run:
+    """One run: `dataclasses.asdict()` of it is what --json writes."""
+
+    machine: dict[str, Any]
+    plan: Plan
+    contenders: list[Row]
+    total_seconds: float
+    noise: dict[str, float | None]
+
+
+def config_key(threads: int, value: int) -> str:
+    """The key of a contended configuration in Row.contended: "t16_v1"."""
+    return f"t{threads}_v{value}"
+
+
+# --------------------------------------------------------------------------
+# The machine
 
 
 def _cpu_model() -> str | None:
@@ -372,13 +314,6 @@ def _cpu_model() -> str | None:
     except OSError:
         pass
     return platform.processor() or None
-
-
-def _load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
 
 
 def _cpu_busy_seconds() -> float | None:
@@ -395,23 +330,23 @@ def _cpu_busy_seconds() -> float | None:
 
 class NoiseMeter:
     """How much CPU other processes took while we measured: the machine's busy
-    time less this process's own (Linux only; None elsewhere)."""
+    time less this process's own (Linux only; None elsewhere). A busy
+    neighbour disturbs the threaded figures most."""
 
     def __init__(self) -> None:
         self.busy0 = _cpu_busy_seconds()
         self.own0 = time.process_time()
         self.wall0 = time.perf_counter()
 
-    def read(self) -> dict[str, Any]:
+    def read(self) -> dict[str, float | None]:
         busy1 = _cpu_busy_seconds()
         wall = time.perf_counter() - self.wall0
-        if self.busy0 is None or busy1 is None:
+        if self.busy0 is None or busy1 is None or wall <= 0:
             return {"other_cpu_seconds": None, "other_cpu_share": None}
         others = max(0.0, (busy1 - self.busy0) - (time.process_time() - self.own0))
-        cpus = os.cpu_count() or 1
         return {
             "other_cpu_seconds": round(others, 3),
-            "other_cpu_share": round(others / (wall * cpus), 4) if wall > 0 else None,
+            "other_cpu_share": round(others / (wall * (os.cpu_count() or 1)), 4),
         }
 
 
@@ -424,6 +359,10 @@ def machine_info() -> dict[str, Any]:
     except (AttributeError, OSError):  # not on macOS
         usable = os.cpu_count()
     is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
+    try:
+        load: list[float] | None = [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        load = None
     return {
         "python_version": platform.python_version(),
         "python_implementation": platform.python_implementation(),
@@ -435,7 +374,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpu_usable": usable,
-        "load_average": _load_average(),
+        "load_average": load,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "fastsem_version": __version__,
         "fastsem_implementation": IMPLEMENTATION,
@@ -444,6 +383,8 @@ def machine_info() -> dict[str, Any]:
 
 # --------------------------------------------------------------------------
 # Uncontended
+
+Say = Optional[Callable[[str], None]]
 
 
 def pair_loop(acquire: Callable[[], Any], release: Callable[[], Any], number: int) -> int:
@@ -468,106 +409,62 @@ def with_loop(sem: Any, number: int) -> int:
     return clock() - t0
 
 
-UNCONTENDED_KINDS = ("pair", "with")
-
-
-def _timer(c: Contender, kind: str) -> Callable[[int], int]:
-    """A function of `number` that times that many pairs (or blocks)."""
+def _timer(c: Contender, kind: str) -> Callable[[int], int] | None:
+    """A function of `number` that times that many pairs ("pair") or blocks
+    ("with"); None if the contender is not a context manager."""
     sem = c.make(1)
     if kind == "pair":
         return functools.partial(pair_loop, sem.acquire, sem.release)
-    if kind == "with":
-        if not hasattr(sem, "__enter__"):
-            raise TypeError(f"{c.name} is not a context manager")
-        return functools.partial(with_loop, sem)
-    raise ValueError(kind)
+    return functools.partial(with_loop, sem) if hasattr(sem, "__enter__") else None
 
 
-def _calibrate(timer: Callable[[int], int], min_ns: int) -> tuple[int, int]:
-    """As timeit.autorange: grows `number` until one run takes min_ns.
-    Returns (number, ns of the last run)."""
-    number = 1000
-    while True:
-        elapsed = timer(number)
-        if elapsed >= min_ns:
-            return number, elapsed
-        number = max(number * 2, int(number * min_ns * 1.2 / max(elapsed, 1)))
-
-
-def _gc_off() -> bool:
-    was = gc.isenabled()
-    gc.disable()
-    return was
-
-
-def measure_uncontended_all(
-    found: list[Contender],
-    kind: str = "pair",
-    *,
-    min_ns: int = 30_000_000,
-    repeats: int = 5,
-    progress: Callable[[str], None] | None = None,
-) -> list[dict[str, Any] | None]:
-    """ns per acquire/release pair (kind "pair") or per ``with`` block (kind
-    "with") of each contender in one thread: the best of `repeats` timed
-    loops, the loops of all contenders interleaved round by round."""
-    timers: list[Callable[[int], int] | None] = []
-    for c in found:
-        try:
-            timers.append(_timer(c, kind))
-        except (TypeError, ValueError):
-            timers.append(None)
-    numbers: list[int] = []
+def measure_uncontended(
+    found: list[Contender], kind: str, *, min_ns: int, repeats: int, say: Say = None
+) -> list[Uncontended | None]:
+    """Each contender's ns per pair (kind "pair") or ``with`` block (kind
+    "with"), the best of `repeats` loops of at least `min_ns`, the loops of
+    all contenders interleaved round by round."""
+    timers = [_timer(c, kind) for c in found]
+    numbers = [0] * len(found)
     runs: list[list[int]] = [[] for _ in found]
-    was_enabled = _gc_off()
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
-        for c, timer, ns_runs in zip(found, timers, runs):
-            if progress is not None:
-                progress(f"uncontended {kind}: {c.name} (calibrating)")
-            if timer is None:
-                numbers.append(0)
-                continue
-            number, elapsed = _calibrate(timer, min_ns)
-            numbers.append(number)
-            ns_runs.append(elapsed)
+        for i, (c, timer) in enumerate(zip(found, timers)):
+            if say is not None:
+                say(f"uncontended {kind}: {c.name} (calibrating)")
+            # As timeit.autorange: grow the loop until one run takes min_ns.
+            number = 1000
+            while timer is not None:
+                elapsed = timer(number)
+                if elapsed >= min_ns:
+                    numbers[i] = number
+                    runs[i].append(elapsed)
+                    break
+                number = max(number * 2, int(number * min_ns * 1.2 / max(elapsed, 1)))
         for r in range(1, repeats):
-            if progress is not None:
-                progress(f"uncontended {kind}: round {r + 1}/{repeats}")
+            if say is not None:
+                say(f"uncontended {kind}: round {r + 1}/{repeats}")
             for timer, number, ns_runs in zip(timers, numbers, runs):
                 if timer is not None:
                     ns_runs.append(timer(number))
     finally:
         if was_enabled:
             gc.enable()
-    results: list[dict[str, Any] | None] = []
-    for timer, number, ns_runs in zip(timers, numbers, runs):
-        if timer is None:
-            results.append(None)
-            continue
+    results: list[Uncontended | None] = []
+    for number, ns_runs in zip(numbers, runs):
         per = sorted(ns / number for ns in ns_runs)
         results.append(
-            {
-                "ns": per[0],
-                "ns_median": statistics.median(per),
-                "number": number,
-                "repeats": len(per),
-            }
+            Uncontended(per[0], statistics.median(per), number, len(per)) if per else None
         )
     return results
-
-
-def measure_uncontended(
-    c: Contender, kind: str = "pair", *, min_ns: int = 30_000_000, repeats: int = 5
-) -> dict[str, Any] | None:
-    """measure_uncontended_all for one contender."""
-    return measure_uncontended_all([c], kind, min_ns=min_ns, repeats=repeats)[0]
 
 
 # --------------------------------------------------------------------------
 # Handoff ping-pong
 
 
-def _join_all(pool: list[threading.Thread], name: str, timeout: float = JOIN_TIMEOUT) -> None:
+def join_all(pool: list[threading.Thread], name: str, timeout: float = JOIN_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     for t in pool:
         t.join(max(0.0, deadline - time.monotonic()))
@@ -578,7 +475,7 @@ def _join_all(pool: list[threading.Thread], name: str, timeout: float = JOIN_TIM
         )
 
 
-def _drained(c: Contender) -> Any:
+def drained(c: Contender) -> Any:
     """A fresh object of value 0 (made with value 1, which every contender
     accepts, and acquired once)."""
     sem = c.make(1)
@@ -588,7 +485,7 @@ def _drained(c: Contender) -> Any:
 
 def handoff_run(c: Contender, rounds: int) -> int:
     """ns for `rounds` round trips of the ping-pong (2 handoffs each)."""
-    mine, theirs = _drained(c), _drained(c)
+    mine, theirs = drained(c), drained(c)
     ready = threading.Barrier(2)
     elapsed = [0]
     errors: list[BaseException] = []
@@ -617,60 +514,37 @@ def handoff_run(c: Contender, rounds: int) -> int:
             errors.append(exc)
 
     pool = [
-        threading.Thread(target=f, daemon=True, name=f"fastsem-handoff-{i}")
-        for i, f in enumerate((pinger, ponger))
+        threading.Thread(target=f, daemon=True, name="fastsem-handoff") for f in (pinger, ponger)
     ]
     for t in pool:
         t.start()
-    _join_all(pool, c.name)
+    join_all(pool, c.name)
     if errors:
         raise RuntimeError(f"{c.name}: a ping-pong thread failed: {errors[0]!r}") from errors[0]
     return elapsed[0]
 
 
-def _handoff_rounds(c: Contender, seconds: float) -> int:
-    """Round trips that take about `seconds` at the fastest rate seen in a
-    few short runs (after a warm-up run)."""
-    handoff_run(c, 50)
-    rounds = 200
-    ns = min(handoff_run(c, rounds) for _ in range(3))
-    return max(100, int(rounds * seconds * 1e9 / max(ns, 1)))
-
-
-def measure_handoff_all(
-    found: list[Contender],
-    *,
-    seconds: float = 0.03,
-    repeats: int = 11,
-    progress: Callable[[str], None] | None = None,
-) -> list[dict[str, Any]]:
-    """ns per handoff in the ping-pong, each contender: the median of
-    `repeats` runs of about `seconds`, interleaved round by round."""
+def measure_handoff(
+    found: list[Contender], *, seconds: float, repeats: int, say: Say = None
+) -> list[Handoff]:
+    """Each contender's ns per handoff: the median of `repeats` runs of about
+    `seconds`, interleaved round by round."""
     rounds = []
     for c in found:
-        if progress is not None:
-            progress(f"handoff: {c.name} (calibrating)")
-        rounds.append(_handoff_rounds(c, seconds))
+        if say is not None:
+            say(f"handoff: {c.name} (calibrating)")
+        # Round trips that take about `seconds` at the fastest rate seen in a
+        # few short runs, after a warm-up run.
+        handoff_run(c, 50)
+        ns = min(handoff_run(c, 200) for _ in range(3))
+        rounds.append(max(100, int(200 * seconds * 1e9 / max(ns, 1))))
     runs: list[list[float]] = [[] for _ in found]
     for r in range(repeats):
-        if progress is not None:
-            progress(f"handoff: round {r + 1}/{repeats}")
+        if say is not None:
+            say(f"handoff: round {r + 1}/{repeats}")
         for c, n, per in zip(found, rounds, runs):
             per.append(handoff_run(c, n) / (2 * n))
-    return [
-        {
-            "ns_per_handoff": statistics.median(per),
-            "ns_per_handoff_best": min(per),
-            "ns_per_handoff_runs": per,
-            "round_trips": n,
-        }
-        for n, per in zip(rounds, runs)
-    ]
-
-
-def measure_handoff(c: Contender, *, seconds: float = 0.03, repeats: int = 11) -> dict[str, Any]:
-    """measure_handoff_all for one contender."""
-    return measure_handoff_all([c], seconds=seconds, repeats=repeats)[0]
+    return [Handoff(statistics.median(per), min(per), per, n) for n, per in zip(rounds, runs)]
 
 
 # --------------------------------------------------------------------------
@@ -686,30 +560,17 @@ def _percentile(sorted_values: Any, p: float) -> int:
 
 def jain_index(counts: list[int]) -> float | None:
     """(sum x)^2 / (n * sum x^2): 1.0 for a perfectly even share, 1/n worst."""
-    total = sum(counts)
     squares = sum(x * x for x in counts)
     if not counts or squares == 0:
         return None
-    return total * total / (len(counts) * squares)
-
-
-def config_key(threads: int, value: int) -> str:
-    """The key of a contended configuration in the results: "t16_v1"."""
-    return f"t{threads}_v{value}"
+    return sum(counts) ** 2 / (len(counts) * squares)
 
 
 def contended_window(
-    c: Contender,
-    *,
-    threads: int = THREADS,
-    value: int = 1,
-    seconds: float = CONTENDED_SECONDS,
-    warmup: float = CONTENDED_WARMUP,
-) -> dict[str, Any]:
-    """One run of the contended loop: `threads` threads loop acquire /
-    critical section / release on a semaphore of `value`; the raw figures of
-    `seconds` of it, `warmup` seconds after the last thread came through the
-    start gate (summarize_contended() turns runs into the reported figures)."""
+    c: Contender, *, threads: int, value: int, seconds: float, warmup: float
+) -> Window:
+    """One run of the contended loop: the raw figures of `seconds` of it,
+    `warmup` seconds after the last thread came through the start gate."""
     sem = c.make(value)
     gate = threading.Event()
     running = [True]
@@ -770,142 +631,99 @@ def contended_window(
     finally:
         running[0] = False
         gate.set()
-        deadline = time.monotonic() + JOIN_TIMEOUT
-        for t in started:
-            t.join(max(0.0, deadline - time.monotonic()))
-        hung = sum(t.is_alive() for t in started)
-    if hung:
-        raise RuntimeError(
-            f"{c.name}: {hung} of {threads} threads did not stop "
-            f"within {JOIN_TIMEOUT:.0f} s of the stop flag"
-        )
+        join_all(started, f"{c.name}, after the stop flag")
     if errors:
         raise RuntimeError(f"{c.name}: a worker thread failed: {errors[0]!r}") from errors[0]
 
-    all_acquisitions = sum(len(w) for w in waits)
     in_window = array("q")
     for w, b, e in zip(waits, begin, end):
         in_window.extend(w[b:e])
     # Several threads at once in the "critical section" of a semaphore of
     # value > 1 race on the checking counters themselves: no check there.
     exclusive = value == 1
-    return {
-        "threads": threads,
-        "value": value,
-        "warmup_s": warmup,
-        "all_started": all_started,
-        "start_spread_ms": ((max(through_gate) - t_gate) / 1e6 if all_started else None),
-        "seconds": (t_end - t_begin) / 1e9,
-        "counts": [e - b for b, e in zip(begin, end)],
-        "waits": in_window,
-        "exclusion_violations": violations[0] if exclusive else None,
-        "shared_counter_ok": shared[0] == 2 * all_acquisitions if exclusive else None,
-    }
+    return Window(
+        threads=threads,
+        value=value,
+        seconds=(t_end - t_begin) / 1e9,
+        counts=[e - b for b, e in zip(begin, end)],
+        waits=in_window,
+        all_started=all_started,
+        start_spread_ms=(max(through_gate) - t_gate) / 1e6 if all_started else None,
+        exclusion_violations=violations[0] if exclusive else None,
+        shared_counter_ok=shared[0] == 2 * sum(len(w) for w in waits) if exclusive else None,
+    )
 
 
-def summarize_contended(windows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The reported figures of one or more contended_window() runs of one
-    configuration: throughput over all of them, the fairness figures of the
-    least fair one, the wait percentiles over every acquisition."""
-    first = windows[0]
-    window_s = sum(w["seconds"] for w in windows)
-    total = sum(sum(w["counts"]) for w in windows)
-    jains = [jain_index(w["counts"]) for w in windows]
+def summarize(windows: list[Window]) -> Contended:
+    """The figures of one or more windows of one configuration: throughput
+    over all of them, the fairness of the least fair one, the wait
+    percentiles over every acquisition."""
+    seconds = sum(w.seconds for w in windows)
+    total = sum(sum(w.counts) for w in windows)
+    jains = [jain_index(w.counts) for w in windows]
     scores = [-1.0 if j is None else j for j in jains]
     worst = scores.index(min(scores))
-    ratios = [max(w["counts"]) / min(w["counts"]) if min(w["counts"]) else None for w in windows]
+    ratios = [max(w.counts) / min(w.counts) if min(w.counts) else None for w in windows]
     samples = array("q")
     for w in windows:
-        samples.extend(w["waits"])
-    n_samples = len(samples)
-    max_wait = max(samples) if n_samples else None
-    stride = max(1, -(-n_samples // PERCENTILE_SAMPLES))
+        samples.extend(w.waits)
+    max_wait = max(samples) if samples else None
+    stride = max(1, -(-len(samples) // PERCENTILE_SAMPLES))
     ordered = sorted(samples[::stride])
     del samples
-    violations = [w["exclusion_violations"] for w in windows]
-    checks = [w["shared_counter_ok"] for w in windows]
-    spreads = [w["start_spread_ms"] for w in windows]
-    return {
-        "threads": first["threads"],
-        "value": first["value"],
-        "rounds": len(windows),
-        "all_started": all(w["all_started"] for w in windows),
-        "start_spread_ms": None if None in spreads else max(spreads),
-        "warmup_s": first["warmup_s"],
-        "seconds": window_s,
-        "acquisitions": total,
-        "ops_per_s": total / window_s if window_s > 0 else None,
-        "ops_per_s_rounds": [
-            sum(w["counts"]) / w["seconds"] if w["seconds"] > 0 else None for w in windows
+    violations = [w.exclusion_violations for w in windows]
+    checks = [w.shared_counter_ok for w in windows]
+    spreads = [w.start_spread_ms for w in windows]
+    return Contended(
+        threads=windows[0].threads,
+        value=windows[0].value,
+        rounds=len(windows),
+        seconds=seconds,
+        acquisitions=total,
+        ops_per_s=total / seconds if seconds > 0 else None,
+        jain=jains[worst],
+        max_min_ratio=None if None in ratios else max(r for r in ratios if r is not None),
+        starved_threads=max(sum(1 for x in w.counts if x == 0) for w in windows),
+        per_thread_counts=windows[worst].counts,
+        wait_p50_ns=_percentile(ordered, 50) if ordered else None,
+        wait_p99_ns=_percentile(ordered, 99) if ordered else None,
+        wait_max_ns=max_wait,
+        wait_percentiles_ns=[
+            (p, max_wait if p == 100 and max_wait is not None else _percentile(ordered, p))
+            for p in (WAIT_PERCENTILES if ordered else ())
         ],
-        "per_thread_counts": windows[worst]["counts"],
-        "jain": jains[worst],
-        "jain_rounds": jains,
-        "max_min_ratio": None if None in ratios else max(r for r in ratios if r is not None),
-        "starved_threads": max(sum(1 for x in w["counts"] if x == 0) for w in windows),
-        "wait_ns": {
-            "p50": _percentile(ordered, 50) if ordered else None,
-            "p99": _percentile(ordered, 99) if ordered else None,
-            "max": max_wait,
-        },
-        "wait_percentiles_ns": (
-            [[p, max_wait if p == 100 else _percentile(ordered, p)] for p in WAIT_PERCENTILES]
-            if ordered
-            else []
-        ),
-        "percentile_stride": stride,
-        "exclusion_violations": None if None in violations else sum(violations),
-        "shared_counter_ok": None if None in checks else all(checks),
-    }
-
-
-def measure_contended(
-    c: Contender,
-    *,
-    threads: int = THREADS,
-    value: int = 1,
-    seconds: float = CONTENDED_SECONDS,
-    warmup: float = CONTENDED_WARMUP,
-    rounds: int = 1,
-) -> dict[str, Any]:
-    """`threads` threads loop acquire / critical section / release on a
-    semaphore of `value`: `rounds` runs measured over `seconds` in all (see
-    contended_window() and summarize_contended())."""
-    return summarize_contended(
-        [
-            contended_window(
-                c, threads=threads, value=value, seconds=seconds / rounds, warmup=warmup
-            )
-            for _ in range(rounds)
-        ]
+        all_started=all(w.all_started for w in windows),
+        start_spread_ms=None if None in spreads else max(s for s in spreads if s is not None),
+        exclusion_violations=None if None in violations else sum(v or 0 for v in violations),
+        shared_counter_ok=None if None in checks else all(checks),
     )
 
 
 # --------------------------------------------------------------------------
-# Barging and FIFO order
+# Barging
 
 
-def _wait_queued(c: Contender, sem: Any, count: int, started: threading.Event | None) -> None:
+def wait_queued(c: Contender, sem: Any, count: int, started: threading.Event | None) -> None:
     """Returns once `count` threads are (taken to be) blocked in acquire();
     `started`, if given, is set by the last of them just before it calls."""
     if started is not None and not started.wait(10.0):
         raise RuntimeError(f"{c.name}: the waiter thread did not start")
-    if c.queued is not None:
-        deadline = time.monotonic() + 10.0
-        while c.queued(sem) < count:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{c.name}: the waiter never queued")
-            time.sleep(0.0001)
-    else:
-        time.sleep(BARGE_SETTLE_SECONDS)
+    if c.queued is None:
+        time.sleep(SETTLE_SECONDS)
+        return
+    deadline = time.monotonic() + 10.0
+    while c.queued(sem) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{c.name}: the waiter never queued")
+        time.sleep(0.0001)
 
 
-def measure_barging(c: Contender, *, trials: int = BARGE_TRIALS) -> dict[str, Any]:
+def measure_barging(c: Contender, *, trials: int) -> Barging:
     """Counts trials where release() then a non-blocking acquire took the
     permit back from under a thread already queued in acquire()."""
     barges = 0
     for _ in range(trials):
-        sem = _drained(c)
+        sem = drained(c)
         started = threading.Event()
         errors: list[BaseException] = []
 
@@ -922,632 +740,42 @@ def measure_barging(c: Contender, *, trials: int = BARGE_TRIALS) -> dict[str, An
         )
         w.start()
         try:
-            _wait_queued(c, sem, 1, started)
+            wait_queued(c, sem, 1, started)
             sem.release()
             if c.try_acquire(sem):
                 barges += 1
-                sem.release()  # now W proceeds
+                sem.release()  # now the waiter proceeds
         finally:
             w.join(10.0)
         if w.is_alive():
             raise RuntimeError(f"{c.name}: the queued waiter never got the permit")
         if errors:
             raise RuntimeError(f"{c.name}: the waiter failed: {errors[0]!r}") from errors[0]
-    return {"barges": barges, "trials": trials}
-
-
-def measure_fifo(c: Contender, *, waiters: int = 50, rounds: int = 4) -> dict[str, Any]:
-    """Grants in arrival order, out of waiters * rounds."""
-    in_order = grants = 0
-    for _ in range(rounds):
-        sem = _drained(c)
-        order: list[int] = []
-        granted = _thread.allocate_lock()
-        granted.acquire()  # released by each grantee, taken by the main thread
-        errors: list[BaseException] = []
-
-        def waiter(
-            i: int,
-            started: threading.Event,
-            sem: Any = sem,
-            order: list[int] = order,
-            granted: Any = granted,
-            errors: list[BaseException] = errors,
-        ) -> None:
-            started.set()
-            try:
-                sem.acquire()  # kept: the main thread releases one permit per grant
-                order.append(i)
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-            finally:
-                granted.release()
-
-        pool = []
-        try:
-            for i in range(waiters):
-                started = threading.Event()
-                t = threading.Thread(
-                    target=waiter, args=(i, started), daemon=True, name=f"fastsem-fifo-{i}"
-                )
-                t.start()
-                pool.append(t)
-                _wait_queued(c, sem, i + 1, started)
-            queue = list(range(waiters))
-            for _ in range(waiters):
-                sem.release()
-                if not granted.acquire(timeout=10.0):
-                    raise RuntimeError(f"{c.name}: a release granted nobody")
-                if errors:
-                    raise RuntimeError(f"{c.name}: a waiter failed: {errors[0]!r}") from errors[0]
-                who = order[-1]
-                in_order += who == queue[0]
-                queue.remove(who)
-                grants += 1
-        finally:
-            for _ in range(len(pool) - len(order)):
-                try:
-                    sem.release()  # whatever happened, let the rest go
-                except ValueError:  # a bounded one, already full
-                    break
-            _join_all(pool, c.name, 10.0)
-    return {
-        "grants": grants,
-        "in_order": in_order,
-        "fraction": in_order / grants if grants else None,
-    }
-
-
-# --------------------------------------------------------------------------
-# Memory and creation
-
-
-def measure_memory(c: Contender, *, objects: int = 100_000) -> dict[str, Any] | None:
-    """Bytes per object that tracemalloc sees, over `objects` made at once."""
-    if c.new is None:
-        return None
-    new = c.new
-    keep: list[Any] = [None] * objects  # the list itself is not counted
-    gc.collect()
-    was_tracing = tracemalloc.is_tracing()
-    if not was_tracing:
-        tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for i in range(objects):
-            keep[i] = new()
-        after = tracemalloc.get_traced_memory()[0]
-    finally:
-        if not was_tracing:
-            tracemalloc.stop()
-    del keep
-    return {"bytes_per_object": (after - before) / objects, "objects": objects}
-
-
-def measure_creation(
-    c: Contender, *, objects: int = 1_000_000, batch: int = 10_000
-) -> dict[str, Any] | None:
-    """ns to create one object, over `objects` made `batch` at a time (their
-    destruction between batches is not timed)."""
-    if c.new is None:
-        return None
-    new = c.new
-    clock = time.perf_counter_ns
-    total_ns = 0
-    made = 0
-    was_enabled = _gc_off()
-    try:
-        while made < objects:
-            n = min(batch, objects - made)
-            t0 = clock()
-            keep = [new() for _ in itertools.repeat(None, n)]
-            total_ns += clock() - t0
-            made += n
-            del keep
-    finally:
-        if was_enabled:
-            gc.enable()
-    return {"ns_per_object": total_ns / objects, "objects": objects, "seconds": total_ns / 1e9}
-
-
-# --------------------------------------------------------------------------
-# release(n) of n queued waiters
-
-
-def release_n_run(c: Contender, n: int) -> dict[str, Any]:
-    """n threads queued on a semaphore of value 0, then one release(n)."""
-    if not c.release_n or c.queued is None:
-        raise ValueError(f"{c.name} has no release(n), or no way to see its queue")
-    sem = c.make(0)
-    clock = time.perf_counter_ns
-    stamps = [0] * n
-    errors: list[BaseException] = []
-
-    def waiter(i: int) -> None:
-        try:
-            sem.acquire()
-            stamps[i] = clock()
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    old_size = threading.stack_size(RELEASE_N_STACK_SIZE)
-    pool = []
-    released = False
-    try:
-        for i in range(n):
-            t = threading.Thread(target=waiter, args=(i,), daemon=True, name=f"fastsem-rel-{i}")
-            t.start()
-            pool.append(t)
-        threading.stack_size(old_size)
-        _wait_queued(c, sem, n, None)
-        t0 = clock()
-        sem.release(n)
-        t1 = clock()
-        released = True
-        _join_all(pool, c.name, JOIN_TIMEOUT * 4)
-    finally:
-        threading.stack_size(old_size)
-        if not released:
-            sem.release(n)
-            _join_all(pool, c.name, JOIN_TIMEOUT)
-    if errors:
-        raise RuntimeError(f"{c.name}: a waiter failed: {errors[0]!r}") from errors[0]
-    return {"release_ns": t1 - t0, "all_returned_ns": max(stamps) - t0}
-
-
-def measure_release_n(c: Contender, *, n: int, repeats: int = 1) -> dict[str, Any]:
-    """release_n_run, the median of `repeats`."""
-    runs = [release_n_run(c, n) for _ in range(repeats)]
-    gc.collect()
-    release = statistics.median(r["release_ns"] for r in runs)
-    returned = statistics.median(r["all_returned_ns"] for r in runs)
-    return {
-        "n": n,
-        "repeats": repeats,
-        "release_ns": release,
-        "release_ns_per_waiter": release / n,
-        "all_returned_ns": returned,
-        "all_returned_ns_per_waiter": returned / n,
-    }
-
-
-# --------------------------------------------------------------------------
-# Goals (issue 3): each a ratio measured side by side in one run
-
-
-def _row(result: dict[str, Any], name: str) -> dict[str, Any] | None:
-    return next((r for r in result["contenders"] if r["name"] == name), None)
-
-
-def _get(row: dict[str, Any] | None, *path: str) -> Any:
-    value: Any = row
-    for key in path:
-        if not isinstance(value, dict):
-            return None
-        value = value.get(key)
-    return value
-
-
-def _ratio(a: Any, b: Any) -> float | None:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
-        return float(a) / float(b)
-    return None
-
-
-def _goal(
-    gid: str,
-    text: str,
-    ratio: float | None,
-    op: str,
-    target: float,
-    detail: str,
-    unit: str = "x",
-) -> dict[str, Any]:
-    met = None
-    if ratio is not None:
-        met = ratio <= target if op == "<=" else ratio >= target
-    return {
-        "id": gid,
-        "goal": text,
-        "ratio": ratio,
-        "op": op,
-        "target": target,
-        "unit": unit,
-        "met": met,
-        "detail": detail,
-    }
-
-
-def _fmt(x: Any, unit: str = "") -> str:
-    if not isinstance(x, (int, float)):
-        return "-"
-    if unit == "ns":
-        if x >= 1e6:
-            return f"{x / 1e6:.2f} ms"
-        if x >= 1e4:
-            return f"{x / 1e3:.1f} us"
-        return f"{x:.1f} ns" if x < 100 else f"{x:,.0f} ns"
-    if unit == "ops":
-        return f"{x:,.0f}/s"
-    if unit == "B":
-        return f"{x:,.0f} B"
-    return f"{x:.3g}"
-
-
-def _count(x: Any) -> str:
-    return f"{x:,}" if isinstance(x, int) else "-"
-
-
-def evaluate_goals(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each goal of issue 3 with its measured ratio and whether it is met (None
-    when a figure it needs was not measured in this run)."""
-    c, cb = _row(result, FASTSEM), _row(result, FASTSEM_BOUNDED)
-    nf, py = _row(result, FASTSEM_NONFAIR), _row(result, FASTSEM_PURE)
-    thr, lock = _row(result, THREADING), _row(result, LOCK)
-    goals = []
-
-    for gid, row, label in (("1a", c, "Semaphore"), ("1b", cb, "BoundedSemaphore")):
-        a, b = _get(row, "uncontended", "ns_per_pair"), _get(lock, "uncontended", "ns_per_pair")
-        goals.append(
-            _goal(
-                gid,
-                f"uncontended acquire()+release(): fastsem.{label} / _thread lock",
-                _ratio(a, b),
-                "<=",
-                0.55,
-                f"{_fmt(a, 'ns')} / {_fmt(b, 'ns')}",
-            )
-        )
-    for gid, row, label in (("1c", c, "Semaphore"), ("1d", cb, "BoundedSemaphore")):
-        a, b = _get(row, "with_block", "ns_per_block"), _get(lock, "with_block", "ns_per_block")
-        goals.append(
-            _goal(
-                gid,
-                f"`with sem: pass`: fastsem.{label} / _thread lock",
-                _ratio(a, b),
-                "<=",
-                1.0,
-                f"{_fmt(a, 'ns')} / {_fmt(b, 'ns')}",
-            )
-        )
-    a, b = _get(c, "handoff", "ns_per_handoff"), _get(lock, "handoff", "ns_per_handoff")
-    goals.append(
-        _goal(
-            "2",
-            "handoff ping-pong between 2 threads: fastsem / _thread locks",
-            _ratio(a, b),
-            "<=",
-            1.15,
-            f"{_fmt(a, 'ns')} / {_fmt(b, 'ns')} per handoff",
-        )
-    )
-
-    for t in (4, 16):
-        k1, kh = config_key(t, 1), config_key(t, t // 2)
-        run_c = _get(c, "contended_runs", k1)
-        run_py = _get(py, "contended_runs", k1)
-        run_thr = _get(thr, "contended_runs", k1)
-        a, b = _get(run_c, "ops_per_s"), _get(run_py, "ops_per_s")
-        goals.append(
-            _goal(
-                f"3a T={t}",
-                f"fair, {t} threads, value 1: throughput, fastsem / pure-Python FIFO",
-                _ratio(a, b),
-                ">=",
-                1.5,
-                f"{_fmt(a, 'ops')} / {_fmt(b, 'ops')}",
-            )
-        )
-        jain = _get(run_c, "jain")
-        goals.append(
-            _goal(
-                f"3b T={t}",
-                f"fair, {t} threads, value 1: Jain's index of fastsem",
-                jain,
-                ">=",
-                0.99,
-                f"{_fmt(jain)}",
-                unit="index",
-            )
-        )
-        mm = _get(run_c, "max_min_ratio")
-        goals.append(
-            _goal(
-                f"3c T={t}",
-                f"fair, {t} threads, value 1: max/min per-thread count of fastsem",
-                mm,
-                "<=",
-                1.1,
-                f"{_fmt(mm)}",
-            )
-        )
-        a, b = _get(run_c, "wait_ns", "p99"), _get(run_py, "wait_ns", "p99")
-        goals.append(
-            _goal(
-                f"3d T={t}",
-                f"fair, {t} threads, value 1: p99 wait, fastsem / pure-Python FIFO",
-                _ratio(a, b),
-                "<=",
-                1.0,
-                f"{_fmt(a, 'ns')} / {_fmt(b, 'ns')}",
-            )
-        )
-        a, b = _get(run_c, "wait_ns", "max"), _get(run_thr, "wait_ns", "max")
-        goals.append(
-            _goal(
-                f"3e T={t}",
-                f"fair, {t} threads, value 1: max wait, fastsem / threading.Semaphore",
-                _ratio(a, b),
-                "<=",
-                0.1,
-                f"{_fmt(a, 'ns')} / {_fmt(b, 'ns')}",
-            )
-        )
-        a = _get(c, "contended_runs", kh, "ops_per_s")
-        b = _get(py, "contended_runs", kh, "ops_per_s")
-        goals.append(
-            _goal(
-                f"3f T={t}",
-                f"fair, {t} threads, value {t // 2}: throughput, fastsem / pure-Python FIFO",
-                _ratio(a, b),
-                ">=",
-                1.5,
-                f"{_fmt(a, 'ops')} / {_fmt(b, 'ops')}",
-            )
-        )
-    for t in (4, 16):
-        k1 = config_key(t, 1)
-        a = _get(nf, "contended_runs", k1, "ops_per_s")
-        b = _get(thr, "contended_runs", k1, "ops_per_s")
-        goals.append(
-            _goal(
-                f"4 T={t}",
-                f"non-fair, {t} threads, value 1: throughput, fastsem / threading.Semaphore",
-                _ratio(a, b),
-                ">=",
-                1.5,
-                f"{_fmt(a, 'ops')} / {_fmt(b, 'ops')}",
-            )
-        )
-
-    fifo = _get(c, "fifo")
-    goals.append(
-        _goal(
-            "5a",
-            "strict FIFO: share of fastsem's grants in arrival order",
-            _get(fifo, "fraction"),
-            ">=",
-            1.0,
-            f"{_get(fifo, 'in_order')}/{_get(fifo, 'grants')} in order" if fifo else "-",
-            unit="fraction",
-        )
-    )
-    bar = _get(c, "barging")
-    goals.append(
-        _goal(
-            "5b",
-            "strict FIFO: a releasing thread barges ahead of a queued waiter (fastsem)",
-            _get(bar, "barges"),
-            "<=",
-            0,
-            f"{_get(bar, 'barges')}/{_get(bar, 'trials')} trials" if bar else "-",
-            unit="count",
-        )
-    )
-
-    a, b = _get(c, "memory", "bytes_per_object"), _get(thr, "memory", "bytes_per_object")
-    goals.append(
-        _goal(
-            "6a",
-            "memory per object (tracemalloc): fastsem / threading.Semaphore",
-            _ratio(a, b),
-            "<=",
-            0.25,
-            f"{_fmt(a, 'B')} / {_fmt(b, 'B')} over {_count(_get(c, 'memory', 'objects'))}",
-        )
-    )
-    a, b = _get(c, "creation", "ns_per_object"), _get(thr, "creation", "ns_per_object")
-    goals.append(
-        _goal(
-            "6b",
-            "creation time: fastsem / threading.Semaphore",
-            _ratio(a, b),
-            "<=",
-            0.2,
-            f"{_fmt(a, 'ns')} / {_fmt(b, 'ns')} each over {_count(_get(c, 'creation', 'objects'))}",
-        )
-    )
-
-    scaling = _get(c, "release_n") or {}
-    sizes = sorted(int(k) for k in scaling)
-    per_waiter = {n: scaling[str(n)]["release_ns_per_waiter"] for n in sizes}
-    growth = _ratio(per_waiter[sizes[-1]], per_waiter[sizes[0]]) if len(sizes) > 1 else None
-    goals.append(
-        _goal(
-            "7",
-            "release(n) of n queued waiters is O(n): fastsem's cost per waiter, "
-            + (f"n={sizes[-1]:,} / n={sizes[0]:,}" if len(sizes) > 1 else "largest n / smallest"),
-            growth,
-            "<=",
-            2.0,
-            ", ".join(f"n={n:,}: {_fmt(per_waiter[n], 'ns')}/waiter" for n in sizes) or "-",
-        )
-    )
-    return goals
+    return Barging(barges, trials)
 
 
 # --------------------------------------------------------------------------
 
 
-def _plan_for(quick: bool, full: bool) -> Plan:
-    if quick and full:
-        raise ValueError("quick or full, not both")
-    return PLANS["quick" if quick else "full" if full else "default"]
-
-
-def run(
-    quick: bool = False,
-    progress: Callable[[str], None] | None = None,
-    *,
-    full: bool = False,
-) -> dict[str, Any]:
-    """Runs every workload on every contender; returns a JSON-serialisable dict.
-
-    `progress`, if given, is called with a short line before each step.
-    """
-    plan = _plan_for(quick, full)
+def run(plan: Plan, progress: Say = None) -> Run:
+    """Every workload on every contender, as `plan` sizes them. `progress`,
+    if given, is called with a short line before each step."""
     found = contenders()
-    results: list[dict[str, Any]] = [
-        {"name": c.name, "is_lock": c.is_lock, "fair": c.fair} for c in found
-    ]
-    core = [c.name in CORE or plan.everyone for c in found]
-
-    def accepts(c: Contender, value: int) -> bool:
-        return not (c.is_lock and value != 1)
-
-    # (label, how many progress steps, function doing them)
-    steps: list[tuple[int, Callable[[Callable[[str], None]], None]]] = []
-
-    def uncontended(kind: str, key: str, per: str) -> Callable[[Callable[[str], None]], None]:
-        def step(say: Callable[[str], None]) -> None:
-            figures = measure_uncontended_all(
-                found,
-                kind,
-                min_ns=plan.uncontended_min_ns,
-                repeats=plan.uncontended_repeats,
-                progress=say,
-            )
-            for row, f in zip(results, figures):
-                row[key] = (
-                    None
-                    if f is None
-                    else {
-                        per: f["ns"],
-                        per + "_median": f["ns_median"],
-                        "number": f["number"],
-                        "repeats": f["repeats"],
-                    }
-                )
-
-        return step
-
-    steps.append(
-        (
-            len(found) + plan.uncontended_repeats - 1,
-            uncontended("pair", "uncontended", "ns_per_pair"),
-        )
-    )
-    steps.append(
-        (
-            len(found) + plan.uncontended_repeats - 1,
-            uncontended("with", "with_block", "ns_per_block"),
-        )
-    )
-
-    def handoff(say: Callable[[str], None]) -> None:
-        figures = measure_handoff_all(
-            found, seconds=plan.handoff_seconds, repeats=plan.handoff_repeats, progress=say
-        )
-        for row, f in zip(results, figures):
-            row["handoff"] = f
-
-    steps.append((len(found) + plan.handoff_repeats, handoff))
-
-    # Contended: (16, 1) for every contender, then the other configurations;
-    # each in `contended_rounds` windows, the contenders interleaved round by round.
-    for row in results:
-        row["contended_runs"] = {}
-    k = plan.contended_rounds
-    configs = [(THREADS, 1, plan.contended_seconds, list(range(len(found))))]
+    rows = [Row(c.name, c.is_lock, c.fair) for c in found]
+    # (threads, value, seconds, the contenders that run it)
+    configs = [(THREADS, 1, plan.contended_seconds, found)]
     for threads, value in plan.configs:
-        who = [i for i, c in enumerate(found) if core[i] and accepts(c, value)]
+        who = [
+            c for c in found if (plan.everyone or c.name in CORE) and not (c.is_lock and value != 1)
+        ]
         configs.append((threads, value, plan.configs_seconds, who))
-    for threads, value, seconds, who in configs:
-
-        def contended(
-            say: Callable[[str], None],
-            threads: int = threads,
-            value: int = value,
-            seconds: float = seconds,
-            who: list[int] = who,
-        ) -> None:
-            windows: dict[int, list[dict[str, Any]]] = {i: [] for i in who}
-            for r in range(k):
-                for i in who:
-                    c = found[i]
-                    say(f"contended, {threads} threads, value {value}, round {r + 1}/{k}: {c.name}")
-                    windows[i].append(
-                        contended_window(
-                            c,
-                            threads=threads,
-                            value=value,
-                            seconds=seconds / k,
-                            warmup=plan.contended_warmup,
-                        )
-                    )
-                    gc.collect()
-            for i in who:
-                figures = summarize_contended(windows.pop(i))
-                results[i]["contended_runs"][config_key(threads, value)] = figures
-                if (threads, value) == (THREADS, 1):
-                    results[i]["contended"] = figures
-
-        steps.append((k * len(who), contended))
-
-    def per_contender(
-        label: str, key: str, measure: Callable[[Contender], Any], only: Callable[[int], bool]
-    ) -> None:
-        for i, c in enumerate(found):
-            if not only(i):
-                results[i][key] = None
-                continue
-
-            def step(say: Callable[[str], None], i: int = i, c: Contender = c) -> None:
-                say(f"{label}: {c.name}")
-                results[i][key] = measure(c)
-                gc.collect()
-
-            steps.append((1, step))
-
-    per_contender(
-        "barging",
-        "barging",
-        lambda c: measure_barging(c, trials=plan.barge_trials),
-        lambda i: True,
+    total = (
+        2 * (len(found) + plan.loop_repeats - 1)
+        + len(found)
+        + plan.handoff_repeats
+        + sum(plan.rounds * len(who) for *_, who in configs)
+        + len(found)
     )
-    per_contender(
-        "FIFO order",
-        "fifo",
-        lambda c: measure_fifo(c, waiters=plan.fifo_waiters, rounds=plan.fifo_rounds),
-        lambda i: plan.everyone or found[i].queued is not None,
-    )
-    per_contender(
-        "memory",
-        "memory",
-        lambda c: measure_memory(c, objects=plan.memory_objects),
-        lambda i: found[i].new is not None,
-    )
-    per_contender(
-        "creation",
-        "creation",
-        lambda c: measure_creation(c, objects=plan.creation_objects),
-        lambda i: found[i].new is not None,
-    )
-
-    def release_n(c: Contender) -> dict[str, Any]:
-        return {
-            str(n): measure_release_n(c, n=n, repeats=r)
-            for n, r in zip(plan.release_ns, plan.release_repeats)
-        }
-
-    per_contender(
-        f"release(n), n = {', '.join(f'{n:,}' for n in plan.release_ns)}",
-        "release_n",
-        release_n,
-        lambda i: core[i] and found[i].release_n and found[i].queued is not None,
-    )
-
-    total = sum(n for n, _ in steps)
     done = [0]
     t0 = time.perf_counter()
     noise = NoiseMeter()
@@ -1555,32 +783,39 @@ def run(
     def say(text: str) -> None:
         done[0] += 1
         if progress is not None:
-            elapsed = time.perf_counter() - t0
-            progress(f"[{min(done[0], total)}/{total}] {elapsed:4.0f} s  {text}")
+            progress(f"[{min(done[0], total)}/{total}] {time.perf_counter() - t0:4.0f} s  {text}")
 
-    for _, step in steps:
-        step(say)
-
-    result = {
-        "machine": machine_info(),
-        "settings": {
-            "mode": plan.mode,
-            "quick": plan.mode == "quick",
-            "full": plan.mode == "full",
-            "threads": THREADS,
-            "contended_seconds": plan.contended_seconds,
-            "contended_warmup_seconds": plan.contended_warmup,
-            "contended_rounds": plan.contended_rounds,
-            "barge_trials": plan.barge_trials,
-            "plan": {k: v for k, v in plan.__dict__.items()},
-            "baseline": THREADING,
-            "floor": LOCK,
-        },
-        "contenders": results,
-        "total_seconds": time.perf_counter() - t0,
-        # CPU time other processes took during the run: a busy neighbour
-        # disturbs the threaded figures most.
-        "noise": noise.read(),
-    }
-    result["goals"] = evaluate_goals(result)
-    return result
+    for kind in ("pair", "with"):
+        figures = measure_uncontended(
+            found, kind, min_ns=plan.loop_ns, repeats=plan.loop_repeats, say=say
+        )
+        for row, f in zip(rows, figures):
+            setattr(row, "pair" if kind == "pair" else "with_block", f)
+    handoffs = measure_handoff(
+        found, seconds=plan.handoff_seconds, repeats=plan.handoff_repeats, say=say
+    )
+    for row, h in zip(rows, handoffs):
+        row.handoff = h
+    by_name = {row.name: row for row in rows}
+    for threads, value, seconds, who in configs:
+        windows: dict[str, list[Window]] = {c.name: [] for c in who}
+        for r in range(plan.rounds):
+            for c in who:
+                say(f"contended, {threads} threads, value {value}, {r + 1}/{plan.rounds}: {c.name}")
+                windows[c.name].append(
+                    contended_window(
+                        c,
+                        threads=threads,
+                        value=value,
+                        seconds=seconds / plan.rounds,
+                        warmup=plan.warmup,
+                    )
+                )
+                gc.collect()
+        for name, ws in windows.items():
+            by_name[name].contended[config_key(threads, value)] = summarize(ws)
+        del windows
+    for c, row in zip(found, rows):
+        say(f"barging: {c.name}")
+        row.barging = measure_barging(c, trials=plan.barge_trials)
+    return Run(machine_info(), plan, rows, time.perf_counter() - t0, noise.read())

@@ -1,0 +1,247 @@
+"""python -m fastsem's output, every figure and behaviour it reports, the
+suite's own workloads, and goals.py over a run.
+
+Tests, not benchmarks: CI runs them in its benchmark step, outside the
+library's unit suite (``python -m pytest bench/test_compare.py``; with
+``--benchmark-only`` they are skipped). Only shapes and behaviours are
+checked, never timings or speed ratios: the machines that run this are noisy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import goals
+import peers
+import pytest
+import workloads
+
+import fastsem
+from fastsem import _compare
+from fastsem.__main__ import COLUMNS
+
+FAIR_FASTSEM = {_compare.FASTSEM, _compare.FASTSEM_BOUNDED, _compare.FASTSEM_PURE}
+HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+GOALS_SCRIPT = Path(__file__).with_name("goals.py")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One quick run for every test here (with --plot when matplotlib is
+    there): (process, JSON result, its path, path of the PNG or None)."""
+    tmp = tmp_path_factory.mktemp("compare")
+    out = tmp / "result.json"
+    png = tmp / "plot.png" if HAVE_MATPLOTLIB else None
+    cmd = [sys.executable, "-m", "fastsem", "--quick", "--json", str(out)]
+    if png is not None:
+        cmd += ["--plot", str(png)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    result = json.loads(out.read_text()) if out.exists() else None
+    return proc, result, out, png
+
+
+def _number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def test_exits_zero(quick_run):
+    proc, result, _, _ = quick_run
+    assert proc.returncode == 0, proc.stderr
+    assert result is not None
+
+
+def test_table_names_every_contender_and_column(quick_run):
+    proc, _, _, _ = quick_run
+    table = proc.stdout
+    for c in _compare.contenders():
+        assert c.name in table
+    for column, _ in COLUMNS:
+        assert column in table
+    assert "Jain" in table and "barges" in table
+    # The other thread counts of the run, in a second table.
+    for label in ("4t v1 ops/s", "4t v2 ops/s", "16t v8 ops/s"):
+        assert label in table
+    # Progress goes to stderr, never into the table; no goal is printed.
+    assert "[1/" not in table
+    assert "[1/" in proc.stderr
+    assert "goal" not in table.lower() and "issue" not in table.lower()
+
+
+def test_json_has_the_figures(quick_run):
+    _, result, _, _ = quick_run
+    names = [c.name for c in _compare.contenders()]
+    assert [r["name"] for r in result["contenders"]] == names
+    assert "threading.Semaphore" in names and "_thread.lock" in names
+
+    machine = result["machine"]
+    for key in ("python_version", "python_implementation", "platform", "cpu_count", "date"):
+        assert machine[key]
+    assert result["plan"]["mode"] == "quick"
+
+    for row in result["contenders"]:
+        name = row["name"]
+        con, bar = row["contended"]["t16_v1"], row["barging"]
+        assert _number(row["pair"]["ns"]) and row["pair"]["ns"] > 0, name
+
+        assert con["threads"] == _compare.THREADS
+        assert len(con["per_thread_counts"]) == con["threads"]
+        assert con["acquisitions"] > 0, name
+        assert _number(con["ops_per_s"]) and con["ops_per_s"] > 0, name
+        assert _number(con["jain"]) and 0 < con["jain"] <= 1, name
+        waits = [con[f"wait_{k}_ns"] for k in ("p50", "p99", "max")]
+        assert all(_number(w) for w in waits), name
+        assert 0 <= waits[0] <= waits[1] <= waits[2], name
+        assert waits[2] > 0, name
+        # Behaviour, not timing: a value-1 semaphore admits one thread at once.
+        assert con["exclusion_violations"] == 0, name
+        assert con["shared_counter_ok"], name
+
+        assert bar["trials"] == _compare.PLANS["quick"].barge_trials
+        assert 0 <= bar["barges"] <= bar["trials"], name
+        if name in FAIR_FASTSEM:
+            # Fair mode hands the permit to the queued waiter: never a barge.
+            assert bar["barges"] == 0, name
+
+
+def test_json_has_every_workload(quick_run):
+    _, result, _, _ = quick_run
+    rows = {r["name"]: r for r in result["contenders"]}
+    for name, row in rows.items():
+        assert _number(row["pair"]["ns"]), name
+        assert _number(row["with_block"]["ns"]), name
+        handoff = row["handoff"]
+        assert _number(handoff["ns"]) and handoff["ns"] > 0, name
+        assert handoff["round_trips"] > 0, name
+        for run in row["contended"].values():
+            assert run["acquisitions"] > 0, name
+            assert len(run["per_thread_counts"]) == run["threads"], name
+            ps = [p for p, _ in run["wait_percentiles_ns"]]
+            waits = [w for _, w in run["wait_percentiles_ns"]]
+            assert ps == sorted(ps) and waits == sorted(waits), name
+            if run["value"] == 1:
+                assert run["exclusion_violations"] == 0, name
+            else:
+                assert run["exclusion_violations"] is None, name
+    # The contenders the goals compare, on the goals' configurations.
+    names = [r for r in (_compare.FASTSEM, _compare.FASTSEM_PURE, _compare.THREADING) if r in rows]
+    for name in names:
+        for key in ("t4_v1", "t4_v2", "t16_v1", "t16_v8"):
+            assert _number(rows[name]["contended"][key]["ops_per_s"]), (name, key)
+
+
+@pytest.mark.skipif(not HAVE_MATPLOTLIB, reason="matplotlib is not installed")
+def test_plot_writes_a_png(quick_run):
+    proc, _, _, png = quick_run
+    assert proc.returncode == 0, proc.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------
+# The suite's own workloads (in a benchmark run they have full sizes)
+
+
+def _goal_contenders():
+    wanted = (_compare.FASTSEM, _compare.FASTSEM_PURE, _compare.THREADING)
+    return [c for c in peers.contenders() if c.name in wanted]
+
+
+@pytest.mark.parametrize("peer", _goal_contenders(), ids=lambda c: c.name)
+def test_workloads_report_their_figures(peer):
+    fifo = workloads.measure_fifo(peer, waiters=10, rounds=2)
+    assert fifo.grants == 20
+    if peer.name in FAIR_FASTSEM:
+        # Behaviour, not timing: fair mode grants strictly in arrival order.
+        assert fifo.in_order == fifo.grants
+    memory = workloads.measure_memory(peer, objects=1_000)
+    assert memory is not None and memory.bytes_per_object > 0
+    creation = workloads.measure_creation(peer, objects=2_000)
+    assert creation is not None and creation.ns_per_object > 0
+    for n in (10, 40):
+        scaling = workloads.measure_release_n(peer, n=n, repeats=1)
+        assert scaling.n == n
+        assert scaling.release_ns > 0 and scaling.all_returned_ns > 0
+        assert scaling.release_ns_per_waiter == scaling.release_ns / n
+
+
+def test_posix_ipc_is_a_contender_only_when_installed():
+    names = [c.name for c in peers.contenders()]
+    installed = importlib.util.find_spec("posix_ipc") is not None
+    assert (peers.POSIX_IPC in names) <= installed
+    assert names[-1] == _compare.LOCK
+
+
+# --------------------------------------------------------------------------
+# goals.py
+
+
+def _goals(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(GOALS_SCRIPT), *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_goals_judges_a_run(quick_run):
+    _, _, path, _ = quick_run
+    proc = _goals(str(path))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    for g in goals.GOALS:
+        (line,) = [x for x in lines if x.startswith(g.id + " ")]
+        verdict = [v for v in ("NOT MET", "not measured", "met") if f"  {v}" in line]
+        assert verdict, line
+        # python -m fastsem measures every goal of its workloads, in C.
+        from_the_run = g.figure.workload.split()[0] in ("pair", "with_block", "handoff",
+                                                        "contended", "barging")  # fmt: skip
+        if from_the_run and fastsem.IMPLEMENTATION == "c":
+            assert verdict[0] != "not measured", line
+    assert "issue" not in proc.stdout.lower()
+
+
+def test_goals_fail_only_when_asked(quick_run, tmp_path):
+    _, result, _, _ = quick_run
+    if fastsem.IMPLEMENTATION != "c":
+        pytest.skip("the goals are about the C core")
+    slow = json.loads(json.dumps(result))
+    for row in slow["contenders"]:
+        if row["name"] == _compare.FASTSEM:
+            row["pair"]["ns"] = 1e9  # far slower than a lock: the goal is not met
+    path = tmp_path / "slow.json"
+    path.write_text(json.dumps(slow))
+    lenient, strict = _goals(str(path)), _goals(str(path), "--strict")
+    (line,) = [x for x in lenient.stdout.splitlines() if x.startswith("pair ")]
+    assert "NOT MET" in line
+    assert lenient.returncode == 0, lenient.stderr
+    assert strict.returncode == 1, strict.stderr
+
+
+def test_goals_read_the_suite_json():
+    # The shape pytest-benchmark writes, with the extra_info conftest.record() files.
+    def bench(contender, workload, **figures):
+        return {"extra_info": {"contender": contender, "workload": workload, **figures}}
+
+    data = {
+        "machine_info": {"python_version": "3.x"},
+        "datetime": "now",
+        "benchmarks": [
+            bench(peers.POOL, "pool contended", max_wait_ms=3.0),
+            bench(peers.CORE_FLOOR, "pool contended", max_wait_ms=2.5),
+            bench(peers.QUEUEPOOL, "pool contended", max_wait_ms=20.0),
+            bench(_compare.FASTSEM, "fifo", in_order=9, grants=10),
+        ],
+    }
+    verdicts = {
+        v.goal.id: v for v in (goals.judge(g, [("b", goals.figures_of(data))]) for g in goals.GOALS)
+    }
+    # The pool's worst wait: at most 1.5x the C core's floor, measured in the
+    # same run, and at most a quarter of QueuePool's.
+    assert verdicts["pool-max-wait-floor"].ratio == 1.2
+    assert verdicts["pool-max-wait-floor"].met is True
+    assert verdicts["pool-max-wait"].ratio == 0.15
+    assert verdicts["pool-max-wait"].met is True
+    assert verdicts["fifo-order"].met is False
+    assert verdicts["memory"].met is None
