@@ -42,7 +42,7 @@ from types import TracebackType
 from typing import Any, Callable, ClassVar, Generic, TypedDict, TypeVar
 
 from ._common import SemaphoreClosed
-from ._impl import BoundedSemaphore
+from ._impl import BoundedSemaphore, c_module
 
 __all__ = [
     "PoolClosed",
@@ -157,6 +157,18 @@ class _Checkout(Generic[T]):
         # Taken off the idle stack: to hand out, or being checked.
         self.popped: _Slot[T] | None = None
         self.dropping: _Slot[T] | None = None  # off the idle stack, to be closed
+
+
+def _mutex() -> Any:
+    """The lock of the pool's bookkeeping, taken with `with` statements (an
+    exception can land right after a plain acquire() call returns, before a
+    try block starts, and strand the lock; `with` leaves no such gap). The
+    compiled implementation's non-fair BoundedSemaphore(1) is such a lock,
+    and its `with` costs half of a threading.Lock's (docs/design.rst, "The
+    pool's lock"); the pure-Python install uses a threading.Lock."""
+    if c_module is None:
+        return threading.Lock()
+    return c_module.BoundedSemaphore(1, fair=False)
 
 
 def _seconds(value: object, what: str, *, positive: bool) -> float | None:
@@ -287,7 +299,7 @@ class ResourcePool(Generic[T]):
         self._plain_return = plain and reset is None
 
         self._sem = self._semaphore_type(max_size, fair=fair)
-        self._lock = threading.Lock()
+        self._lock = _mutex()
         self._cond = threading.Condition(self._lock)
         self._idle: deque[_Slot[T]] = deque()
         self._in_use: dict[int, _Slot[T]] = {}
@@ -687,7 +699,8 @@ class ResourcePool(Generic[T]):
                 plain = self._plain_return and not self._closed and self._size <= self._max_size
                 if plain:
                     self._idle.append(found)  # first the resource,
-                    self._notify()
+                    if self._room_waiters or self._close_waiters:
+                        self._cond.notify_all()
             if plain:
                 self._sem._release_from(place)  # then the place
             else:
