@@ -127,7 +127,7 @@ def main() -> None:
         )
         assert stats["created"] <= MAX
     # Leaving the with block closed the pool and every client in it.
-    assert pool.closed and pool.stats()["size"] == 0
+    assert pool.closed and pool.stats().size == 0
 
 
 if __name__ == "__main__":

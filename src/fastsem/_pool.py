@@ -37,9 +37,10 @@ import sys
 import threading
 import traceback
 from collections import deque
+from dataclasses import dataclass, fields
 from time import monotonic
 from types import TracebackType
-from typing import Any, Callable, ClassVar, Generic, TypedDict, TypeVar
+from typing import Any, Callable, ClassVar, Generic, TypeVar
 
 from ._common import SemaphoreClosed
 from ._impl import BoundedSemaphore, c_module
@@ -75,8 +76,11 @@ class PoolTooBusy(PoolError):
     """acquire() found max_waiting callers already waiting, and did not wait."""
 
 
-class PoolStats(TypedDict):
-    """What ResourcePool.stats() returns: a snapshot, as a plain dict."""
+@dataclass(frozen=True)
+class PoolStats:
+    """What ResourcePool.stats() returns: a frozen snapshot, as
+    Semaphore.statistics() returns a SemaphoreStatistics. Read the fields as
+    attributes (stats.leaks); stats["leaks"] works too."""
 
     size: int
     idle: int
@@ -97,6 +101,15 @@ class PoolStats(TypedDict):
     wait_max: float
     wait_p50: float
     wait_p99: float
+
+    def __getitem__(self, name: str) -> int | float:
+        if name not in _POOL_STATS_FIELDS:
+            raise KeyError(name)
+        value: int | float = getattr(self, name)
+        return value
+
+
+_POOL_STATS_FIELDS = frozenset(field.name for field in fields(PoolStats))
 
 
 class _Default(enum.Enum):
@@ -975,7 +988,7 @@ class ResourcePool(Generic[T]):
         self._top_up(raise_errors=True)
 
     def stats(self) -> PoolStats:
-        """Return a snapshot of the pool, as a dict (PoolStats):
+        """Return a snapshot of the pool, a PoolStats (a frozen dataclass):
 
         size (resources alive: idle, in use, being made, checked, reset or
         closed), idle, in_use, waiting (callers waiting for a place now),

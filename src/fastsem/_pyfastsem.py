@@ -358,7 +358,7 @@ class Semaphore:
             # Non-fair: one competitor at a time, as the C core: the head (a
             # no-op if it is already woken); each that takes its permits, or
             # leaves, dispatches again. Signalling every waiter that fit made
-            # release(5000) quadratic: 1.3 s.
+            # release(n) quadratic (docs/design.rst, "The relay").
             queue[0].signal()
 
     def _put(self, n: int) -> None:
