@@ -122,6 +122,7 @@ class Injector:
         self.fired: str | None = None  # where it fired: function, line, event
         self.fired_source = ""  # the source line it fired on
         self._points: dict[types.CodeType, frozenset[int]] = {}
+        self._lines: dict[types.CodeType, dict[int, int | None]] = {}
 
     def _global(self, frame: types.FrameType, event: str, arg: object) -> Any:
         if event == "call" and frame.f_code in self.codes:
@@ -142,25 +143,74 @@ class Injector:
         return self._local
 
     def _point(self, frame: types.FrameType, event: str) -> None:
-        code = frame.f_code
+        self._hit(frame.f_code.co_name, frame.f_lineno, frame.f_code, event)
+
+    def _hit(self, name: str, line: int | None, code: types.CodeType, event: str) -> None:
         here = self.count
         self.count += 1
         if here == self.fire_at:
-            self.fired = f"{code.co_name}:{frame.f_lineno} ({event})"
-            self.fired_source = linecache.getline(code.co_filename, frame.f_lineno).strip()
+            self.fired = f"{name}:{line} ({event})"
+            self.fired_source = linecache.getline(code.co_filename, line or 0).strip()
             raise Injected(self.fired)
 
     def run(self, scenario: Callable[[], object]) -> BaseException | None:
         """Runs the scenario traced; returns the Injected it raised, if any."""
+        try:
+            if hasattr(sys, "monitoring"):
+                self._run_monitored(scenario)
+            else:
+                self._run_traced(scenario)
+        except Injected as exc:
+            return exc
+        return None
+
+    def _run_traced(self, scenario: Callable[[], object]) -> None:
         previous = sys.gettrace()
         sys.settrace(self._global)
         try:
             scenario()
-        except Injected as exc:
-            return exc
         finally:
             sys.settrace(previous)
-        return None
+
+    def _run_monitored(self, scenario: Callable[[], object]) -> None:
+        # CPython 3.12+: sys.settrace's opcode events are not reliable there
+        # (3.12 gives none); sys.monitoring raises an exception from a
+        # callback into the monitored code at that instruction.
+        monitoring = sys.monitoring  # type: ignore[attr-defined]
+        events = monitoring.events
+        tool = monitoring.DEBUGGER_ID
+        monitoring.use_tool_id(tool, "fastsem tests: injection")
+        try:
+
+            def on_start(code: types.CodeType, offset: int) -> None:
+                self._hit(code.co_name, code.co_firstlineno, code, "call")
+
+            def on_instruction(code: types.CodeType, offset: int) -> object:
+                points = self._points.get(code)
+                if points is None:
+                    points = self._points[code] = _points(code)
+                if offset not in points:
+                    return monitoring.DISABLE
+                lines = self._lines.get(code)
+                if lines is None:
+                    lines = self._lines[code] = {
+                        i.offset: i.positions.lineno for i in dis.get_instructions(code)
+                    }
+                self._hit(code.co_name, lines.get(offset), code, "opcode")
+                return None
+
+            monitoring.register_callback(tool, events.PY_START, on_start)
+            monitoring.register_callback(tool, events.INSTRUCTION, on_instruction)
+            for code in self.codes:
+                monitoring.set_local_events(tool, code, events.PY_START | events.INSTRUCTION)
+            monitoring.restart_events()
+            scenario()
+        finally:
+            for code in self.codes:
+                monitoring.set_local_events(tool, code, 0)
+            monitoring.register_callback(tool, events.PY_START, None)
+            monitoring.register_callback(tool, events.INSTRUCTION, None)
+            monitoring.free_tool_id(tool)
 
 
 def every_point(

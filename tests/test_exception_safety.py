@@ -63,6 +63,8 @@ class World:
             resource.closes += 1
 
         options.setdefault("close", close)
+        # A regression that loses track of a place fails, not hangs.
+        options.setdefault("timeout", 5)
         ResourcePool._semaphore_type = impl.BoundedSemaphore
         self.pool: ResourcePool[Resource] = ResourcePool(factory, **options)
 

@@ -368,8 +368,9 @@ class ResourcePool(Generic[T]):
         return self._closed
 
     def __repr__(self) -> str:
-        with self._lock:
-            size, idle, closed = self._size, len(self._idle), self._closed
+        # A snapshot without the lock: repr() must work where the lock is
+        # held (a debugger, a failing assertion inside the pool's own code).
+        size, idle, closed = self._size, len(self._idle), self._closed
         state = "closed" if closed else f"size={size}/{self._max_size}, idle={idle}"
         return f"<fastsem.ResourcePool {self._name!r}: {state}>"
 

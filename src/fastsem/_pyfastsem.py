@@ -220,24 +220,6 @@ class _WaitStats:
         return True
 
 
-# The slots __init__ sets: reading one before it ran is an error of its own.
-_STATE_SLOTS = frozenset(
-    {
-        "_acquisitions",
-        "_closed",
-        "_count",
-        "_debt",
-        "_fair",
-        "_fork_generation",
-        "_max_value",
-        "_mutex",
-        "_queue",
-        "_stats",
-        "_tracker",
-    }
-)
-
-
 def _not_initialised(sem: object) -> RuntimeError:
     return RuntimeError(
         f"this {type(sem).__name__} is not initialised: its __init__() was not called"
@@ -709,6 +691,10 @@ class Semaphore:
     def fair(self) -> bool:
         """True if permits are granted strictly in arrival order."""
         return self._fair
+
+
+# The slots __init__ sets: reading one before it ran is an error of its own.
+_STATE_SLOTS = frozenset(Semaphore.__slots__) - {"__weakref__", "_initialized"}
 
 
 class BoundedSemaphore(Semaphore):
