@@ -22,6 +22,9 @@
 #undef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
+#if defined(__linux__) && !defined(_DEFAULT_SOURCE)
+#define _DEFAULT_SOURCE /* syscall(), for the thread id */
+#endif
 
 #include "fastsem_core.h"
 
@@ -39,6 +42,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#endif
 
 #if defined(__SANITIZE_THREAD__)
 #define FS_TEST_TSAN 1
@@ -190,13 +196,42 @@ typedef struct waiter_t {
     atomic_int first_rc; /* what acquire_or_enqueue said, -1 before */
     atomic_int rc;       /* final status, -1 before */
     atomic_int spun;     /* fs_waiter_spun after the last fs_sem_wait */
+    atomic_long tid;     /* Linux: the thread's id, for its state in /proc */
     pthread_t th;
 } waiter_t;
+
+/* Linux: waits until thread `tid` has been asleep ('S' in /proc) at ten
+ * looks in a row, 0.5 ms apart (at most 10 s); elsewhere returns at once. */
+static void wait_until_asleep(long tid)
+{
+#if defined(__linux__)
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%ld/stat", tid);
+    for (int asleep = 0, looks = 0; asleep < 10 && looks < 20000; looks++) {
+        char buf[512] = {0};
+        FILE *f = fopen(path, "r");
+        if (f == NULL)
+            return;
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        const char *close_paren = len ? strrchr(buf, ')') : NULL;
+        asleep = close_paren != NULL && close_paren[1] == ' ' && close_paren[2] == 'S'
+                     ? asleep + 1
+                     : 0;
+        nap_us(500);
+    }
+#else
+    (void)tid;
+#endif
+}
 
 static void *waiter_main(void *p)
 {
     waiter_t *a = p;
     fs_waiter w;
+#if defined(__linux__)
+    atomic_store(&a->tid, (long)syscall(SYS_gettid));
+#endif
     fs_time deadline = a->timeout_s > 0 ? fs_deadline_after(a->timeout_s) : FS_FOREVER;
     int rc = fs_sem_acquire_or_enqueue(a->s, &w, a->want);
     atomic_store(&a->first_rc, rc);
@@ -824,7 +859,12 @@ static void test_spin(void)
             waiter_start(&ws[i], &s, i, 1, 0, 0, NULL);
             WAIT_FOR(fs_sem_waiting(&s) == (size_t)i + 1);
         }
-        nap_us(2000); /* all past their last look at the queue */
+        /* All past their last look at the queue: the ones behind the
+         * spinners asleep (a waiter that had not looked yet when the ones
+         * before it were served would look as the head, and spin). */
+        nap_us(2000);
+        for (int i = spinners; i < N; i++)
+            wait_until_asleep(atomic_load(&ws[i].tid));
         for (int i = 0; i < N; i++) {
             CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
             join_thread(ws[i].th);
