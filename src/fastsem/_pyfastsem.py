@@ -220,6 +220,16 @@ class _WaitStats:
         return True
 
 
+def _state(sem: object, name: str) -> Any:
+    """sem's attribute, or the error of a semaphore whose __init__ has not
+    run (the C version's too). Not on the hot paths: they read their first
+    slot in a try block instead."""
+    try:
+        return getattr(sem, name)
+    except AttributeError:
+        raise _not_initialised(sem) from None
+
+
 def _not_initialised(sem: object) -> RuntimeError:
     return RuntimeError(
         f"this {type(sem).__name__} is not initialised: its __init__() was not called"
@@ -289,13 +299,6 @@ class Semaphore:
         self._tracker = tracker
         self._initialized = True
 
-    def __getattr__(self, name: str) -> Any:
-        # Reached only when a slot was never set: __init__ has not run (a
-        # subclass that does not call it). The C version says the same.
-        if name in _STATE_SLOTS:
-            raise _not_initialised(self)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
     def __reduce__(self) -> str | tuple[Any, ...]:
         raise TypeError(f"cannot pickle {type(self).__name__!r} object")
 
@@ -307,7 +310,11 @@ class Semaphore:
         return f"<{module}.{cls.__qualname__} at {id(self):#x}: value={self.value}>"
 
     def _lock(self) -> LockType:
-        if self._fork_generation != _fork_generation:
+        try:
+            generation = self._fork_generation
+        except AttributeError:  # __init__ has not run
+            raise _not_initialised(self) from None
+        if generation != _fork_generation:
             # First use in a fork child: the mutex may have been held by a
             # thread of the parent, and the queued waiters' threads are gone.
             self._mutex = _allocate_lock()
@@ -426,7 +433,11 @@ class Semaphore:
             # Its truth is taken before any other check, as the C version
             # takes it: a __bool__ that raises does so first.
             blocking = False
-        record = self._tracker.record(n) if self._tracker is not None else None
+        try:
+            tracker = self._tracker
+        except AttributeError:  # __init__ has not run
+            raise _not_initialised(self) from None
+        record = tracker.record(n) if tracker is not None else None
         with self._lock():
             self._check_request(n)
             if self._closed:
@@ -447,7 +458,7 @@ class Semaphore:
             if receipt is not None:
                 receipt.append(n)
         if record is not None:
-            self._tracker.records[next(self._tracker.keys)] = record  # type: ignore[union-attr]
+            tracker.records[next(tracker.keys)] = record  # type: ignore[union-attr]
         return True
 
     def _release_from(self, receipt: list[int]) -> None:
@@ -563,7 +574,11 @@ class Semaphore:
         A BoundedSemaphore raises ValueError if its value would pass its
         initial value; nothing is released then.
         """
-        self._release_noting(_as_count(n), None)
+        n = _as_count(n)
+        if _state(self, "_tracker") is None and n >= 1:
+            self._release(n, None)
+        else:
+            self._release_noting(n, None)
 
     def _release_noting(self, n: int, receipt: list[int] | None) -> None:
         tracker = self._tracker
@@ -625,7 +640,7 @@ class Semaphore:
     @property
     def closed(self) -> bool:
         """True once close() has been called."""
-        return self._closed
+        return _state(self, "_closed")  # type: ignore[no-any-return]
 
     def drain(self) -> int:
         """Take all free permits now and return how many. Permits owed to a
@@ -633,7 +648,7 @@ class Semaphore:
         none are free for the taking (the free ones are the head waiter's);
         likewise in non-fair mode while a starving waiter heads the queue.
         """
-        tracker = self._tracker
+        tracker = _state(self, "_tracker")
         record = tracker.record(0) if tracker is not None else None
         with self._lock():
             if self._head_owns_free_permits():
@@ -666,9 +681,10 @@ class Semaphore:
     def holders(self) -> list[Holder]:
         """Return who holds permits now, as a list of Holder records (thread,
         permits, where they were acquired). Needs track_holders=True."""
-        if self._tracker is None:
+        tracker = _state(self, "_tracker")
+        if tracker is None:
             raise RuntimeError("holders() needs Semaphore(..., track_holders=True)")
-        return self._tracker.holders()
+        return tracker.holders()  # type: ignore[no-any-return]
 
     @property
     def value(self) -> int:
@@ -690,11 +706,7 @@ class Semaphore:
     @property
     def fair(self) -> bool:
         """True if permits are granted strictly in arrival order."""
-        return self._fair
-
-
-# The slots __init__ sets: reading one before it ran is an error of its own.
-_STATE_SLOTS = frozenset(Semaphore.__slots__) - {"__weakref__", "_initialized"}
+        return _state(self, "_fair")  # type: ignore[no-any-return]
 
 
 class BoundedSemaphore(Semaphore):
@@ -751,4 +763,4 @@ class BoundedSemaphore(Semaphore):
     @property
     def max_value(self) -> int:
         """The bound: the initial value, unless resize() moved it."""
-        return self._max_value
+        return _state(self, "_max_value")  # type: ignore[no-any-return]
