@@ -656,7 +656,7 @@ class Semaphore:
             taken, self._count = self._count, 0
         if taken and record is not None:
             record[2] = taken
-            tracker.records[next(tracker.keys)] = record  # type: ignore[union-attr]
+            tracker.records[next(tracker.keys)] = record
         return taken
 
     def statistics(self) -> SemaphoreStatistics:
