@@ -13,7 +13,7 @@ the pool's code, the semaphore's own code is not traced.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 from injection import Injected, Injector, code_objects, every_point
@@ -74,18 +74,17 @@ class World:
         return resource
 
     def release(self, resource: Resource) -> None:
-        try:
-            self.pool.release(resource)
-        finally:
-            # Held until the pool has taken it back: if release() raised
-            # before it did (on its first instruction), the caller has it.
-            if id(resource) not in self.pool._in_use:
-                self.held.remove(resource)
+        self._give_back(self.pool.release, resource)
 
     def discard(self, resource: Resource) -> None:
+        self._give_back(self.pool.discard, resource)
+
+    def _give_back(self, give: Callable[[Resource], None], resource: Resource) -> None:
         try:
-            self.pool.discard(resource)
+            give(resource)
         finally:
+            # Held until the pool has taken it back: if the call raised
+            # before it did (on its first instruction), the caller has it.
             if id(resource) not in self.pool._in_use:
                 self.held.remove(resource)
 

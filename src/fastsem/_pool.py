@@ -122,7 +122,6 @@ class _Default(enum.Enum):
 
 
 _DEFAULT = _Default.TIMEOUT
-_NOTHING: Any = object()  # no resource made yet
 
 
 class _Slot(Generic[T]):
@@ -134,7 +133,6 @@ class _Slot(Generic[T]):
         "checkouts",
         "closing",
         "created_at",
-        "discarded",
         "key",
         "resource",
         "returned_at",
@@ -150,7 +148,6 @@ class _Slot(Generic[T]):
         self.returned_at = now
         self.acquired_at = 0.0
         self.stack: traceback.StackSummary | None = None
-        self.discarded = False
         self.checkouts = 0  # counts hand-outs: a lease knows its own
         self.closing = False  # close(resource) has been called, or is running
 
@@ -441,17 +438,15 @@ class ResourcePool(Generic[T]):
                 self._report_leaks(monotonic())
             return slot.resource
         except BaseException:
-            self._undo_acquire(place, slot, checkout)
+            self._undo(place, slot, checkout)
             raise
 
-    def _undo_acquire(
-        self, place: list[int], slot: _Slot[T] | None, checkout: _Checkout[T] | None
-    ) -> None:
-        """An acquire() is raising: whatever it took goes back. A resource
-        it handed out, or took off the idle stack untouched, goes back on
-        the stack; one being checked (check() may have been cut short), or
-        being closed, is closed; a place reserved for factory() is given up;
-        then the place is freed."""
+    def _undo(self, place: list[int], slot: _Slot[T] | None, checkout: _Checkout[T] | None) -> None:
+        """An acquire() (or a top-up) is raising: whatever it took goes
+        back. A resource it handed out, made, or took off the idle stack
+        untouched, goes back on the stack; one being checked (check() may
+        have been cut short), or being closed, is closed; a place reserved
+        for factory() is given up; then the place is freed."""
         to_drop: list[_Slot[T]] = []
         with self._lock:
             self._waiters.discard(id(place))
@@ -599,30 +594,39 @@ class ResourcePool(Generic[T]):
                 checkout.dropping = slot
                 checkout.popped = None
                 continue
-            # Make one (the place is reserved).
-            try:
-                checkout.made = self._factory()
-            except BaseException:
-                with self._lock:
-                    self._factory_errors += 1
-                raise
-            resource = checkout.made
-            fresh = checkout.fresh = _Slot(resource, monotonic())
+            fresh = self._make(checkout)  # into the place reserved above
             with self._lock:
-                self._created += 1
-                if fresh.key in self._live:
-                    # Not ours to close: it is in the pool already.
-                    checkout.fresh = checkout.made = None
-                    raise PoolError(
-                        f"factory() of pool {self._name!r} returned {resource!r}, an object"
-                        " the pool already holds; each resource must be a distinct object"
-                    )
-                self._live[fresh.key] = fresh
-                checkout.making = False
                 if not self._closed:
                     self._hand_out(fresh, fresh.created_at, stack)
                     return fresh
             continue  # closed meanwhile: the handler closes it, the loop raises
+
+    def _make(self, checkout: _Checkout[T]) -> _Slot[T]:
+        """Calls factory() for the place reserved in _size (checkout.making)
+        and registers the new resource as live; it is then loose until the
+        caller places it. What it holds is in `checkout`: if it raises,
+        _undo() closes what was made (unless the pool already holds that
+        object: PoolError) and gives the reservation up."""
+        try:
+            checkout.made = self._factory()
+        except BaseException:
+            with self._lock:
+                self._factory_errors += 1
+            raise
+        resource = checkout.made
+        fresh = checkout.fresh = _Slot(resource, monotonic())
+        with self._lock:
+            self._created += 1
+            if fresh.key in self._live:
+                # Not ours to close: it is in the pool already.
+                checkout.fresh = checkout.made = None
+                raise PoolError(
+                    f"factory() of pool {self._name!r} returned {resource!r}, an object"
+                    " the pool already holds; each resource must be a distinct object"
+                )
+            self._live[fresh.key] = fresh
+            checkout.making = False
+        return fresh
 
     def _hand_out(self, slot: _Slot[T], now: float, stack: traceback.StackSummary | None) -> None:
         # With the lock held.
@@ -684,9 +688,12 @@ class ResourcePool(Generic[T]):
         """
         self._give_back(resource, None)
 
-    def _give_back(self, resource: T, lease: tuple[_Slot[T], int] | None) -> None:
-        """release(), or the exit of a lease: then only the lease's own
-        checkout of the slot is given back (None if the block did it)."""
+    def _give_back(
+        self, resource: T, lease: tuple[_Slot[T], int] | None, *, discard: bool = False
+    ) -> None:
+        """release(), discard(), or the exit of a lease: then only the
+        lease's own checkout of the slot is given back (None if the block
+        did it)."""
         place = [1]  # the checkout's place, until the semaphore has it back
         looked = False  # whether it is decided what this call gives back
         taken: _Slot[T] | None = None  # out of the in-use map
@@ -710,21 +717,33 @@ class ResourcePool(Generic[T]):
                 looked = True
                 taken = found
                 del self._in_use[found.key]
-                plain = self._plain_return and not self._closed and self._size <= self._max_size
+                plain = (
+                    not discard
+                    and self._plain_return
+                    and not self._closed
+                    and self._size <= self._max_size
+                )
                 if plain:
                     self._idle.append(found)  # first the resource,
                     if self._room_waiters or self._close_waiters:
                         self._cond.notify_all()
             if plain:
                 self._sem._release_from(place)  # then the place
+                return
+            if discard:
+                self._report_leaks(monotonic(), returning=found)
+                self._drop(found)
+                self._sem._release_from(place)
             else:
                 self._return(found, place)
         except BaseException:
             if taken is not None:
                 self._finish_return(taken, place)
             elif not looked:
-                self._give_back(resource, lease)  # interrupted before it looked
+                self._give_back(resource, lease, discard=discard)  # interrupted before it looked
             raise
+        if discard and self._size < self._min_size:
+            self._top_up(raise_errors=False)
 
     def _finish_return(self, slot: _Slot[T], place: list[int]) -> None:
         """A release or discard is raising after it took the slot out of the
@@ -778,25 +797,7 @@ class ResourcePool(Generic[T]):
         checked out from this pool. If fewer than min_size resources are left,
         a new one is made (a factory error is logged, not raised).
         """
-        place = [1]
-        slot: _Slot[T] | None = None
-        try:
-            with self._lock:
-                key = id(resource)
-                found = self._in_use.get(key)
-                if found is None or found.resource is not resource:
-                    raise ValueError(f"{resource!r} is not checked out from pool {self._name!r}")
-                slot = found
-                slot.discarded = True
-                del self._in_use[key]
-            self._report_leaks(monotonic(), returning=slot)
-            self._drop(slot)
-            self._sem._release_from(place)
-        except BaseException:
-            if slot is not None:
-                self._finish_return(slot, place)
-            raise
-        self._top_up(raise_errors=False)
+        self._give_back(resource, None, discard=True)
 
     def _drop(self, slot: _Slot[T]) -> None:
         """Closes a resource the caller took out of the pool's structures, then
@@ -838,49 +839,21 @@ class ResourcePool(Generic[T]):
     def _top_up(self, *, raise_errors: bool) -> None:
         """Makes idle resources while fewer than min_size are alive."""
         while True:
-            reserved = False  # a place in _size for factory()
-            made: _Slot[T] | None = None
-            resource: Any = _NOTHING
+            checkout: _Checkout[T] = _Checkout()
             try:
                 with self._lock:
                     if self._closed or self._size >= min(self._min_size, self._max_size):
                         return
+                    checkout.making = True
                     self._size += 1
-                    reserved = True
-                resource = self._factory()
-                made = _Slot(resource, monotonic())
+                made = self._make(checkout)
                 with self._lock:
-                    self._created += 1
-                    if made.key in self._live:
-                        raise PoolError(
-                            f"factory() of pool {self._name!r} returned {made.resource!r}, an"
-                            " object the pool already holds; each resource must be a distinct"
-                            " object"
-                        )
-                    self._live[made.key] = made
                     if self._closed:
                         raise PoolClosed(f"pool {self._name!r} is closed")
                     self._idle.append(made)
                     self._notify()
             except BaseException as exc:
-                if not reserved:
-                    raise
-                if made is None and resource is not _NOTHING:
-                    made = _Slot(resource, 0.0)
-                with self._lock:
-                    placed = made is not None and self._live.get(made.key) is made
-                    if not placed:
-                        self._size -= 1
-                        self._notify()
-                        if not isinstance(exc, PoolClosed):
-                            self._factory_errors += 1
-                    # Placed in _live but not on the stack, or made and never
-                    # placed (then closed, not counted; a duplicate is not ours).
-                    loose = made is not None and (
-                        self._is_loose(made) if placed else made.key not in self._live
-                    )
-                if loose:
-                    self._drop(made)  # type: ignore[arg-type]
+                self._undo([], None, checkout)
                 if isinstance(exc, PoolClosed):
                     return
                 if raise_errors or not isinstance(exc, Exception):

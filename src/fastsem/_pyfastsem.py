@@ -575,7 +575,11 @@ class Semaphore:
         initial value; nothing is released then.
         """
         n = _as_count(n)
-        if _state(self, "_tracker") is None and n >= 1:
+        try:
+            tracker = self._tracker
+        except AttributeError:  # __init__ has not run
+            raise _not_initialised(self) from None
+        if tracker is None and n >= 1:
             self._release(n, None)
         else:
             self._release_noting(n, None)
