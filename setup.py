@@ -4,11 +4,15 @@ FASTSEM_NO_EXTENSIONS=1 at build time skips the extension (a pure-Python
 install, as on a machine with no compiler).
 """
 import os
+import sys
 
 from setuptools import Extension, setup
 
 CORE_SOURCES = ["csrc/fastsem_core.c"]
 CORE_HEADERS = ["csrc/fastsem_core.h"]
+PROCESS_SOURCES = ["csrc/fastsem_proc.c", *CORE_SOURCES]
+PROCESS_HEADERS = ["csrc/fastsem_proc.h", *CORE_HEADERS]
+COMPILE_ARGS = ["-std=c11", "-O2", "-Wall", "-Wno-unused-function"]
 NOT_SET = ("", "0", "false", "no", "off")
 
 
@@ -18,15 +22,25 @@ def extensions():
         return []
     from Cython.Build import cythonize
 
-    ext = Extension(
+    threads = Extension(
         "fastsem._cfastsem",
         sources=["src/fastsem/_cfastsem.pyx", *CORE_SOURCES],
         depends=CORE_HEADERS,
         include_dirs=["csrc"],
-        extra_compile_args=["-std=c11", "-O2", "-Wall", "-Wno-unused-function"],
+        extra_compile_args=COMPILE_ARGS,
         libraries=["pthread"],
     )
-    return cythonize([ext], compiler_directives={"language_level": 3})
+    # The process-shared semaphores: their own core, and the thread core's
+    # clock and histogram. shm_open lives in librt on older glibc.
+    processes = Extension(
+        "fastsem._cprocess",
+        sources=["src/fastsem/_cprocess.pyx", *PROCESS_SOURCES],
+        depends=[*PROCESS_HEADERS, "src/fastsem/_convert.pxi"],
+        include_dirs=["csrc"],
+        extra_compile_args=COMPILE_ARGS,
+        libraries=["pthread", "rt"] if sys.platform.startswith("linux") else ["pthread"],
+    )
+    return cythonize([threads, processes], compiler_directives={"language_level": 3})
 
 
 setup(ext_modules=extensions())

@@ -3,7 +3,9 @@
 A drop-in for threading.Semaphore and threading.BoundedSemaphore, written in
 C. Permits go to waiting threads in the order they called acquire(); a release
 hands them straight to the oldest waiter; nobody barges in ahead of the queue
-(unless fair=False is asked for).
+(unless fair=False is asked for). ProcessSemaphore and
+ProcessBoundedSemaphore do the same across processes, and give back the
+permits of a process that dies holding them (Linux).
 
 IMPLEMENTATION is "c" when the compiled core is in use, "python" when the
 pure-Python version is (set FASTSEM_NO_EXTENSIONS=1 to choose it, or it is
@@ -11,7 +13,13 @@ used when the extension cannot be imported); fastsem._impl decides.
 """
 
 from ._common import Holder, SemaphoreClosed, SemaphoreStatistics
-from ._impl import IMPLEMENTATION, BoundedSemaphore, Semaphore
+from ._impl import (
+    IMPLEMENTATION,
+    BoundedSemaphore,
+    ProcessBoundedSemaphore,
+    ProcessSemaphore,
+    Semaphore,
+)
 from ._pool import (
     PoolClosed,
     PoolError,
@@ -20,17 +28,22 @@ from ._pool import (
     PoolTooBusy,
     ResourcePool,
 )
+from ._process import CapacityError, ProcessSemaphoreStatistics
 
 __version__ = "0.1.0"
 __all__ = [
     "IMPLEMENTATION",
     "BoundedSemaphore",
+    "CapacityError",
     "Holder",
     "PoolClosed",
     "PoolError",
     "PoolStats",
     "PoolTimeout",
     "PoolTooBusy",
+    "ProcessBoundedSemaphore",
+    "ProcessSemaphore",
+    "ProcessSemaphoreStatistics",
     "ResourcePool",
     "Semaphore",
     "SemaphoreClosed",

@@ -14,10 +14,13 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from . import _pyfastsem
+from . import _process, _pyfastsem
 
 __all__ = [
     "IMPLEMENTATION",
+    "ProcessBoundedSemaphore",
+    "ProcessSemaphore",
+    "process_module",
     "NO_EXTENSIONS",
     "BoundedSemaphore",
     "Semaphore",
@@ -49,6 +52,16 @@ if not NO_EXTENSIONS:
 
 IMPLEMENTATION: str = "c" if c_module is not None else "python"
 
+# The process-shared semaphores exist only compiled (the pure-Python version
+# cannot wait on a futex in shared memory, nor survive a death inside its
+# critical section): elsewhere, stand-ins that raise NotImplementedError.
+process_module: ModuleType | None = None
+if c_module is not None:
+    try:
+        from . import _cprocess as process_module
+    except ImportError:
+        process_module = None
+
 if TYPE_CHECKING:
     from ._cfastsem import BoundedSemaphore as BoundedSemaphore
     from ._cfastsem import Semaphore as Semaphore
@@ -56,3 +69,17 @@ else:
     _chosen = c_module if c_module is not None else python_module
     Semaphore = _chosen.Semaphore
     BoundedSemaphore = _chosen.BoundedSemaphore
+
+if TYPE_CHECKING:
+    from ._cprocess import ProcessBoundedSemaphore as ProcessBoundedSemaphore
+    from ._cprocess import ProcessSemaphore as ProcessSemaphore
+elif process_module is not None:
+    ProcessSemaphore = process_module.ProcessSemaphore
+    ProcessBoundedSemaphore = process_module.ProcessBoundedSemaphore
+else:
+    _why = (
+        "process-shared semaphores need fastsem's compiled extension; "
+        "this is a pure-Python install, or FASTSEM_NO_EXTENSIONS is set"
+    )
+    ProcessSemaphore = _process.unavailable("ProcessSemaphore", _why)
+    ProcessBoundedSemaphore = _process.unavailable("ProcessBoundedSemaphore", _why)

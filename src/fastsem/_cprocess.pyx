@@ -1,0 +1,550 @@
+# cython: freethreading_compatible = True
+# cython: language_level = 3
+# cython: binding = False
+# cython: embedsignature = True
+# cython: embedsignature.format = clinic
+"""The process-shared semaphores: a thin binding over csrc/fastsem_proc.c.
+
+As the thread binding (_cfastsem): it converts arguments, waits inside
+``with nogil``, and in the main thread steps out of the wait every 10 ms, or
+when a signal interrupts it, to run signal handlers, without leaving its
+place in the queue. The state lives in the shared segment; an object here is
+one process's mapping of it, and travels to other processes as a duplicate
+of the segment's file descriptor (multiprocessing's DupFd)."""
+cimport cython
+from libc.errno cimport errno
+from libc.math cimport isnan
+from libc.stdlib cimport free, malloc
+from libc.stdint cimport int32_t, uint32_t, uint64_t
+
+import os
+import threading
+from multiprocessing import reduction
+
+from fastsem._common import COUNT_MAX, Hold, SemaphoreClosed
+from fastsem._process import (
+    DEFAULT_MAX_PROCESSES,
+    DEFAULT_MAX_WAITERS,
+    CapacityError,
+    make_process_statistics,
+    segment_name,
+)
+
+cdef extern from "Python.h":
+    int PyErr_CheckSignals() except -1
+    unsigned long PyThread_get_thread_ident() nogil
+    bint PyLong_CheckExact(object o)
+    object PyNumber_Index(object o)
+
+cdef extern from "fastsem_core.h" nogil:
+    ctypedef long long fs_count
+    ctypedef long long fs_time
+    fs_time FS_FOREVER
+    fs_count FS_COUNT_MAX
+    int FS_HIST_BUCKETS
+    enum:
+        FS_OK
+        FS_WOULD_BLOCK
+        FS_QUEUED
+        FS_TIMEOUT
+        FS_PAUSED
+        FS_OVER_BOUND
+        FS_OVERFLOW
+        FS_BAD_COUNT
+        FS_CLOSED
+        FS_OVER_MAX
+        FS_BAD_VALUE
+    ctypedef struct fs_stats:
+        uint64_t acquisitions
+        uint64_t contended
+        uint64_t timeouts
+        uint64_t interrupts
+        uint64_t max_waiting
+        uint64_t wait_total_ns
+        uint64_t wait_max_ns
+        uint64_t histogram[1]  # FS_HIST_BUCKETS in fact; indexed below
+    fs_time fs_now()
+    fs_time fs_deadline_after(double seconds)
+
+cdef extern from "fastsem_proc.h" nogil:
+    enum:
+        FSP_UNSUPPORTED
+        FSP_SYSTEM
+        FSP_BAD_LAYOUT
+        FSP_OTHER_PIDNS
+        FSP_NO_ROOM
+        FSP_BAD_LIMIT
+        FSP_LIMIT_MAX
+    ctypedef struct fsp_sem:
+        int fd
+        void *shared
+    ctypedef struct fsp_ticket:
+        pass
+    ctypedef struct fsp_stats:
+        fs_stats base
+        uint64_t recovered
+        uint64_t dead_processes
+    int fsp_memfd()
+    int fsp_shm_create(const char *name)
+    int fsp_shm_open(const char *name)
+    int fsp_shm_unlink(const char *name)
+    int fsp_create(fsp_sem *s, int fd, fs_count value, fs_count max_value, int fair,
+                   uint32_t max_processes, uint32_t max_waiters)
+    int fsp_attach(fsp_sem *s, int fd)
+    void fsp_detach(fsp_sem *s)
+    int fsp_try_acquire(fsp_sem *s, fs_count n)
+    int fsp_acquire_or_enqueue(fsp_sem *s, fsp_ticket *t, fs_count n)
+    int fsp_wait(fsp_sem *s, fsp_ticket *t, fs_time deadline, fs_time wake_by)
+    int fsp_cancel(fsp_sem *s, fsp_ticket *t)
+    int fsp_release(fsp_sem *s, fs_count n)
+    fs_count fsp_value(fsp_sem *s)
+    fs_count fsp_max_value(fsp_sem *s)
+    size_t fsp_waiting(fsp_sem *s)
+    int fsp_fair(fsp_sem *s)
+    int fsp_closed(fsp_sem *s)
+    uint32_t fsp_max_processes(fsp_sem *s)
+    uint32_t fsp_max_waiters(fsp_sem *s)
+    void fsp_close(fsp_sem *s)
+    void fsp_statistics(fsp_sem *s, fsp_stats *out)
+    void fsp_reset_statistics(fsp_sem *s)
+    size_t fsp_holders(fsp_sem *s, int32_t *pids, fs_count *permits, size_t room)
+    size_t fsp_recover(fsp_sem *s)
+
+include "_convert.pxi"
+
+assert FS_COUNT_MAX == COUNT_MAX
+
+# As in _cfastsem: how long the main thread waits before it looks for
+# pending signals, and the main thread's ident, cached.
+cdef fs_time SIGNAL_CHECK_INTERVAL_NS = 10 * 1000 * 1000
+cdef unsigned long _main_thread_ident = threading.main_thread().ident
+
+
+def _after_fork_in_child():
+    global _main_thread_ident
+    _main_thread_ident = PyThread_get_thread_ident()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+cdef int _raise_for(int rc, fs_count count, ProcessSemaphore sem) except -1:
+    """Raises the exception of a core failure: one status, one exception."""
+    if rc == FS_CLOSED:
+        raise SemaphoreClosed("the semaphore is closed")
+    if rc == FS_BAD_COUNT:
+        raise ValueError("n must be one or more")
+    if rc == FS_OVER_MAX:
+        raise ValueError(f"cannot acquire {count} permits from a semaphore "
+                         f"bounded at {fsp_max_value(&sem._sem)}")
+    if rc == FS_OVER_BOUND:
+        raise ValueError("Semaphore released too many times")
+    if rc == FS_OVERFLOW:
+        raise OverflowError(f"a semaphore counts at most {FS_COUNT_MAX} permits")
+    if rc == FS_BAD_VALUE:
+        raise ValueError("semaphore initial value must be >= 0")
+    if rc == FSP_NO_ROOM:
+        raise CapacityError(
+            f"this {type(sem).__name__} is full: it serves at most "
+            f"{fsp_max_processes(&sem._sem)} processes and "
+            f"{fsp_max_waiters(&sem._sem)} waiting threads at once "
+            f"(max_processes, max_waiters)")
+    if rc == FSP_BAD_LIMIT:
+        raise ValueError(f"max_processes and max_waiters must be in 1..{FSP_LIMIT_MAX}")
+    if rc == FSP_BAD_LAYOUT:
+        raise ValueError(f"{sem._name!r} holds no fastsem process semaphore of this version")
+    if rc == FSP_OTHER_PIDNS:
+        raise RuntimeError("the semaphore was made in another PID namespace, where "
+                           "process ids mean other processes: it cannot be shared")
+    if rc == FSP_UNSUPPORTED:
+        raise NotImplementedError(_UNSUPPORTED)
+    if rc == FSP_SYSTEM:
+        _raise_os_error(errno, sem._name)
+    raise SystemError(f"fastsem: unexpected status {rc} from the core")
+
+
+cdef int _raise_os_error(int err, object name) except -1:
+    if name is None:
+        raise OSError(err, os.strerror(err))
+    raise OSError(err, os.strerror(err), name)
+
+
+_UNSUPPORTED = ("process-shared semaphores need Linux (futexes, robust "
+                "process-shared mutexes and /proc)")
+
+
+cdef int _check(ProcessSemaphore sem) except -1:
+    if sem._sem.shared == NULL:
+        raise RuntimeError(
+            f"this {type(sem).__name__} is not initialised: its __init__() was not called")
+    return 0
+
+
+def _rebuild(dup_fd, name):
+    # Unpickling: a duplicate of the sender's descriptor, mapped here.
+    cdef ProcessSemaphore sem
+    fd = dup_fd.detach()
+    sem = _attached(fd, name)
+    return sem
+
+
+cdef ProcessSemaphore _attached(int fd, object name):
+    cdef ProcessSemaphore probe = ProcessSemaphore.__new__(ProcessSemaphore)
+    cdef int rc
+    probe._name = name
+    rc = fsp_attach(&probe._sem, fd)  # owns fd from here, failure or not
+    if rc != FS_OK:
+        _raise_for(rc, 0, probe)
+    if fsp_max_value(&probe._sem) < 0:
+        return probe
+    cdef ProcessBoundedSemaphore bounded = ProcessBoundedSemaphore.__new__(
+        ProcessBoundedSemaphore)
+    bounded._sem = probe._sem
+    bounded._name = name
+    probe._sem.shared = NULL
+    probe._sem.fd = -1
+    return bounded
+
+
+@cython.auto_pickle(False)
+cdef class ProcessSemaphore:
+    """ProcessSemaphore(value=1, *, fair=True, name=None, max_processes=256, max_waiters=1024)
+--
+
+    A counting semaphore shared by processes, FIFO-fair across every thread
+    of every process, which gives back the permits of a process that dies.
+
+    It behaves as fastsem.Semaphore, with one queue for all: acquire() takes
+    permits, waiting in line while there are not enough; release() hands
+    them to the oldest waiter of any process. Permits belong to processes:
+    what a process acquired and has not released goes back to the queue if it
+    dies, however it dies (SIGKILL included), within about 0.1 s of a waiter
+    looking; a process that releases permits it did not acquire owes nothing.
+
+    Anonymous by default: share it with child processes as a Process argument
+    (fork, spawn or forkserver), through a Pool initializer, or pickled
+    through a Queue or Pipe while the sender lives; the memory goes when the
+    last process using it lets go. With name="x" it can also be opened by any
+    process of the same user with ProcessSemaphore.open("x"), until unlink().
+
+    max_processes caps how many processes may use it at once, max_waiters
+    how many threads may wait in it at once; past either, acquire() raises
+    CapacityError.
+    """
+    cdef fsp_sem _sem
+    cdef object _name
+    cdef object __weakref__
+
+    def __cinit__(self):
+        self._sem.shared = NULL
+        self._sem.fd = -1
+
+    def __init__(self, value=1, *, fair=True, name=None,
+                 max_processes=DEFAULT_MAX_PROCESSES, max_waiters=DEFAULT_MAX_WAITERS):
+        self._make(value, False, fair, name, max_processes, max_waiters)
+
+    cdef int _make(self, object value, bint bounded, object fair, object name,
+                   object max_processes, object max_waiters) except -1:
+        # Every argument is converted and checked before anything is made.
+        cdef fs_count count = _as_count(value)
+        cdef bint is_fair = fair
+        cdef fs_count procs = _as_count(max_processes)
+        cdef fs_count waiters = _as_count(max_waiters)
+        cdef bytes path = None if name is None else segment_name(name)
+        cdef int fd, rc
+        if self._sem.shared != NULL:
+            raise RuntimeError(f"{type(self).__name__}.__init__() called twice")
+        if count < 0:
+            raise ValueError("semaphore initial value must be >= 0")
+        if count > FS_COUNT_MAX:
+            raise OverflowError(f"a semaphore counts at most {FS_COUNT_MAX} permits")
+        if not (1 <= procs <= FSP_LIMIT_MAX and 1 <= waiters <= FSP_LIMIT_MAX):
+            raise ValueError(f"max_processes and max_waiters must be in 1..{FSP_LIMIT_MAX}")
+        fd = fsp_memfd() if path is None else fsp_shm_create(path)
+        if fd < 0:
+            if errno == 38:  # ENOSYS: not Linux
+                raise NotImplementedError(_UNSUPPORTED)
+            _raise_os_error(errno, name)
+        self._name = name
+        rc = fsp_create(&self._sem, fd, count, count if bounded else -1, is_fair,
+                        <uint32_t>procs, <uint32_t>waiters)  # owns fd from here
+        if rc != FS_OK:
+            if path is not None:
+                fsp_shm_unlink(path)
+            _raise_for(rc, count, self)
+        return 0
+
+    @classmethod
+    def open(cls, name):
+        """Attach to the semaphore made with this name by any process of the
+        same user: a ProcessBoundedSemaphore if it was made bounded.
+        FileNotFoundError if there is none (or it was unlinked); ValueError if
+        the name holds something else."""
+        cdef bytes path = segment_name(name)
+        cdef int fd = fsp_shm_open(path)
+        if fd < 0:
+            if errno == 38:
+                raise NotImplementedError(_UNSUPPORTED)
+            _raise_os_error(errno, name)
+        return _attached(fd, name)
+
+    def unlink(self):
+        """Remove the name: open() no longer finds it; every process that has
+        it keeps using it, and the memory goes when the last one lets go.
+        ValueError for an anonymous semaphore; FileNotFoundError if the name
+        is already gone."""
+        _check(self)
+        if self._name is None:
+            raise ValueError("an anonymous semaphore has no name to unlink")
+        if fsp_shm_unlink(segment_name(self._name)) != 0:
+            _raise_os_error(errno, self._name)
+
+    @property
+    def name(self):
+        """The name given at creation (or to open()), or None if anonymous."""
+        return self._name
+
+    def __dealloc__(self):
+        fsp_detach(&self._sem)
+
+    def __reduce__(self):
+        _check(self)
+        return (_rebuild, (reduction.DupFd(self._sem.fd), self._name))
+
+    def __repr__(self):
+        cls = type(self)
+        where = f"{_public_module(cls)}.{cls.__qualname__} at {id(self):#x}"
+        if self._sem.shared == NULL:
+            return f"<{where}: uninitialised>"
+        named = "" if self._name is None else f", name={self._name!r}"
+        return f"<{where}: value={self._shown_value()}{named}>"
+
+    cdef str _shown_value(self):
+        return str(fsp_value(&self._sem))
+
+    def acquire(self, blocking=True, timeout=None, *, n=1):
+        """Acquire n permits (default 1), as Semaphore.acquire(): in line
+        with every thread of every process that shares the semaphore."""
+        return _acquire(self, blocking, timeout, n, None)
+
+    def _acquire_into(self, list receipt, blocking=True, timeout=None, n=1):
+        # For hold(): the count is appended to receipt, in compiled code,
+        # before this returns (see _cfastsem).
+        return _acquire(self, blocking, timeout, n, receipt)
+
+    def _release_from(self, list receipt):
+        _release(self, receipt[-1])
+        receipt.pop()
+
+    cdef bint _wait(self, fsp_ticket *ticket, fs_time deadline, fs_count count) except -1:
+        cdef bint pausing = PyThread_get_thread_ident() == _main_thread_ident
+        cdef fs_time wake_by = FS_FOREVER
+        cdef int rc
+        while True:
+            with nogil:
+                if pausing:
+                    wake_by = fs_now() + SIGNAL_CHECK_INTERVAL_NS
+                rc = fsp_wait(&self._sem, ticket, deadline, wake_by)
+            if rc == FS_PAUSED:
+                # Run signal handlers; if one raises, leave the queue (passing
+                # on any permits granted meanwhile) and let the exception out.
+                try:
+                    PyErr_CheckSignals()
+                except BaseException:
+                    fsp_cancel(&self._sem, ticket)
+                    raise
+                continue
+            if rc == FS_OK:
+                return True
+            if rc == FS_TIMEOUT:
+                return False
+            _raise_for(rc, count, self)
+
+    def release(self, n=1):
+        """Release n permits (default 1), handing them to the oldest waiters
+        of any process. Charged to what this process holds, as far as it
+        holds any."""
+        _release(self, n)
+
+    def __enter__(self):
+        return _acquire(self, True, None, ONE, None)
+
+    def __exit__(self, exc_type, exc, tb):
+        if type(self) is ProcessSemaphore or type(self) is ProcessBoundedSemaphore:
+            _release(self, ONE)
+        else:
+            self.release()
+
+    def hold(self, timeout=None, *, n=1):
+        """A context manager that acquires n permits on entry, or raises
+        TimeoutError after timeout seconds, and releases them on exit."""
+        return Hold(self, timeout, n)
+
+    def close(self):
+        """Close the semaphore, for every process: every waiting thread, and
+        every later acquire, raises SemaphoreClosed. Held permits stay held;
+        release() still works. The memory stays until every process lets go."""
+        _check(self)
+        fsp_close(&self._sem)
+
+    @property
+    def closed(self):
+        """True once close() has been called, in any process."""
+        _check(self)
+        return fsp_closed(&self._sem) != 0
+
+    @property
+    def value(self):
+        """Permits free now (a snapshot)."""
+        _check(self)
+        return fsp_value(&self._sem)
+
+    def get_value(self):
+        """Permits free now, as multiprocessing's Semaphore.get_value()."""
+        _check(self)
+        return fsp_value(&self._sem)
+
+    @property
+    def waiting(self):
+        """Threads of all processes queued in acquire() now (a snapshot)."""
+        _check(self)
+        return fsp_waiting(&self._sem)
+
+    @property
+    def fair(self):
+        """True if permits are granted strictly in arrival order."""
+        _check(self)
+        return fsp_fair(&self._sem) != 0
+
+    @property
+    def max_processes(self):
+        """How many processes may use the semaphore at once."""
+        _check(self)
+        return fsp_max_processes(&self._sem)
+
+    @property
+    def max_waiters(self):
+        """How many threads, of all processes, may wait in it at once."""
+        _check(self)
+        return fsp_max_waiters(&self._sem)
+
+    def holders(self):
+        """Who holds permits now: {pid: permits}, one entry per process."""
+        cdef size_t room = 16, count
+        cdef int32_t *pids = NULL
+        cdef fs_count *permits = NULL
+        _check(self)
+        while True:
+            pids = <int32_t *>malloc(room * sizeof(int32_t))
+            permits = <fs_count *>malloc(room * sizeof(fs_count))
+            try:
+                if pids == NULL or permits == NULL:
+                    raise MemoryError()
+                count = fsp_holders(&self._sem, pids, permits, room)
+                if count <= room:
+                    return {pids[i]: permits[i] for i in range(count)}
+            finally:
+                free(pids)
+                free(permits)
+            room = count
+
+    def recover(self):
+        """Look for dead processes now rather than at the next look a waiter
+        makes, give back what they held, and return how many were found."""
+        _check(self)
+        with nogil:
+            found = fsp_recover(&self._sem)
+        return found
+
+    def statistics(self):
+        """A ProcessSemaphoreStatistics snapshot, counted across every
+        process: as Semaphore.statistics(), plus the permits recovered from
+        dead processes and how many dead processes were found."""
+        cdef fsp_stats snap
+        cdef uint64_t *histogram
+        _check(self)
+        fsp_statistics(&self._sem, &snap)
+        histogram = snap.base.histogram
+        return make_process_statistics(
+            (snap.base.acquisitions, snap.base.contended, snap.base.timeouts,
+             snap.base.interrupts, snap.base.max_waiting, snap.base.wait_total_ns,
+             snap.base.wait_max_ns),
+            fsp_waiting(&self._sem),
+            [histogram[i] for i in range(FS_HIST_BUCKETS)],
+            snap.recovered, snap.dead_processes)
+
+    def reset_statistics(self):
+        """Set every counter of statistics() back to zero, for every process."""
+        _check(self)
+        fsp_reset_statistics(&self._sem)
+
+
+@cython.auto_pickle(False)
+cdef class ProcessBoundedSemaphore(ProcessSemaphore):
+    """ProcessBoundedSemaphore(value=1, *, fair=True, name=None, max_processes=256, max_waiters=1024)
+--
+
+    A ProcessSemaphore whose value may never exceed its initial value: a
+    release() past it raises ValueError and changes nothing, and permits
+    given back for a dead process never take it past the bound.
+    """
+
+    def __init__(self, value=1, *, fair=True, name=None,
+                 max_processes=DEFAULT_MAX_PROCESSES, max_waiters=DEFAULT_MAX_WAITERS):
+        self._make(value, True, fair, name, max_processes, max_waiters)
+
+    cdef str _shown_value(self):
+        return f"{fsp_value(&self._sem)}/{fsp_max_value(&self._sem)}"
+
+    @property
+    def max_value(self):
+        """The bound: the initial value."""
+        _check(self)
+        return fsp_max_value(&self._sem)
+
+
+cdef str _public_module(type cls):
+    module = cls.__module__
+    return "fastsem" if module == "fastsem._cprocess" else module
+
+
+cdef inline object _acquire(ProcessSemaphore self, object blocking, object timeout,
+                            object n, list receipt):
+    cdef fs_count count = _as_count(n)
+    cdef fsp_ticket ticket
+    cdef fs_time deadline = FS_FOREVER
+    cdef int rc
+    _check(self)
+    if timeout is not None:
+        if not blocking:
+            raise ValueError("can't specify timeout for non-blocking acquire")
+        deadline = _deadline(timeout)
+    elif not blocking:
+        rc = fsp_try_acquire(&self._sem, count)
+        if rc == FS_WOULD_BLOCK:
+            return False
+        if rc != FS_OK:
+            _raise_for(rc, count, self)
+        if receipt is not None:
+            receipt.append(count)
+        return True
+    rc = fsp_acquire_or_enqueue(&self._sem, &ticket, count)
+    if rc == FS_QUEUED:
+        if not self._wait(&ticket, deadline, count):
+            return False
+    elif rc != FS_OK:
+        _raise_for(rc, count, self)
+    if receipt is not None:
+        receipt.append(count)
+    return True
+
+
+cdef inline object _release(ProcessSemaphore self, object n):
+    cdef fs_count count = _as_count(n)
+    cdef int rc
+    _check(self)
+    rc = fsp_release(&self._sem, count)
+    if rc != FS_OK:
+        _raise_for(rc, count, self)
+    return None
