@@ -232,6 +232,19 @@ static waiter_slot *slot(fsp_shared *sh, int32_t i)
 
 /* ---- the journal ----------------------------------------------------- */
 
+#ifdef FSP_TEST_HOOKS
+/* The C tests kill a process at every point of a step: when this counts
+ * down to zero, the process exits at once, holding the mutex. */
+int fsp_test_die_at;
+static void maybe_die(void)
+{
+    if (fsp_test_die_at > 0 && --fsp_test_die_at == 0)
+        _exit(77);
+}
+#else
+#define maybe_die() ((void)0)
+#endif
+
 /* A write of a journaled field: the old value goes into the journal first.
  * The signal fences keep the compiler from reordering the three stores; a
  * process that dies stops between two of them, never inside one. */
@@ -240,6 +253,7 @@ static void journal(fsp_shared *sh, void *field, uint32_t size)
     uint32_t i = sh->undo_count;
     if (i >= FSP_UNDO_MAX)
         abort(); /* a step larger than the journal: a bug, not a state */
+    maybe_die();
     undo_entry *e = &sh->undo[i];
     e->offset = (uint32_t)((char *)field - (char *)sh);
     e->size = size;
@@ -247,18 +261,21 @@ static void journal(fsp_shared *sh, void *field, uint32_t size)
     atomic_signal_fence(memory_order_seq_cst);
     __atomic_store_n(&sh->undo_count, i + 1, __ATOMIC_RELAXED);
     atomic_signal_fence(memory_order_seq_cst);
+    maybe_die();
 }
 
 static void set64(fsp_shared *sh, void *field, uint64_t v)
 {
     journal(sh, field, 8);
     __atomic_store_n((uint64_t *)field, v, __ATOMIC_RELAXED);
+    maybe_die();
 }
 
 static void set32(fsp_shared *sh, void *field, uint32_t v)
 {
     journal(sh, field, 4);
     __atomic_store_n((uint32_t *)field, v, __ATOMIC_RELAXED);
+    maybe_die();
 }
 
 static void add64(fsp_shared *sh, void *field, int64_t by)
@@ -504,12 +521,27 @@ static void grant(op *o, int32_t i, int signal)
         signal_slot(o, i);
 }
 
-/* Hands free permits to the queue as far as the mode allows: to every head
- * whose request fits in fair mode, or to a starving head; otherwise (non-
- * fair) wakes a head whose request fits to compete for them. */
+/* Puts the queue right after any change: on a closed semaphore, turns every
+ * waiter away; otherwise hands free permits to the queue as far as the mode
+ * allows: to every head whose request fits in fair mode, or to a starving
+ * head; otherwise (non-fair) wakes a head whose request fits to compete for
+ * them. Run after every step that frees permits or a place, and by a locker
+ * that found the previous owner dead between two steps. */
 static void serve(op *o)
 {
     fsp_shared *sh = o->sh;
+    if (sh->closed) {
+        /* Closed: nobody may stay queued (a close whose process died in it
+         * is finished here). */
+        while (sh->head >= 0) {
+            int32_t i = sh->head;
+            unlink_slot(sh, i);
+            set32(sh, &slot(sh, i)->state, W_CLOSED);
+            commit(sh);
+            signal_slot(o, i);
+        }
+        return;
+    }
     while (sh->head >= 0) {
         waiter_slot *w = slot(sh, sh->head);
         if (sh->value < w->want)
@@ -1021,13 +1053,7 @@ void fsp_close(fsp_sem *s)
         set32(sh, &sh->closed, 1);
         commit(sh);
     }
-    while (sh->head >= 0) {
-        int32_t i = sh->head;
-        unlink_slot(sh, i);
-        set32(sh, &slot(sh, i)->state, W_CLOSED);
-        commit(sh);
-        signal_slot(&o, i);
-    }
+    serve(&o); /* turns every waiter away */
     op_end(&o);
 }
 
@@ -1083,5 +1109,44 @@ size_t fsp_holders(fsp_sem *s, int32_t *pids, fs_count *permits, size_t room)
 }
 
 size_t fsp_recover(fsp_sem *s) { return sweep(s, 1); }
+
+#ifdef FSP_TEST_HOOKS
+/* The invariants of a quiet segment (no step in flight): the queue's links
+ * agree both ways and hold exactly the waiting slots; the count is within
+ * its range; the journal is empty. 0, or the number of the broken one. */
+int fsp_test_check(fsp_sem *s)
+{
+    fsp_shared *sh = s->shared;
+    int broken = 0;
+    op o;
+    op_begin(&o, s);
+    int64_t listed = 0;
+    int32_t prev = -1;
+    for (int32_t i = sh->head; i >= 0 && !broken; i = slot(sh, i)->next) {
+        if (slot(sh, i)->state != W_WAITING)
+            broken = 1;
+        else if (slot(sh, i)->prev != prev)
+            broken = 2;
+        else if (++listed > (int64_t)sh->max_waiters)
+            broken = 3;
+        prev = i;
+    }
+    int64_t waiting = 0;
+    for (uint32_t j = 0; j < sh->max_waiters; j++)
+        waiting += slot(sh, (int32_t)j)->state == W_WAITING;
+    if (!broken && sh->tail != prev)
+        broken = 4;
+    else if (!broken && (listed != waiting || waiting != sh->waiting))
+        broken = 5;
+    else if (!broken && (sh->value < 0 || (sh->max_value >= 0 && sh->value > sh->max_value)))
+        broken = 6;
+    else if (!broken && sh->undo_count != 0)
+        broken = 7;
+    else if (!broken && sh->fair && sh->head >= 0 && sh->value >= slot(sh, sh->head)->want)
+        broken = 8; /* fair mode: the head's request would fit */
+    op_end(&o);
+    return broken;
+}
+#endif
 
 #endif /* __linux__ */

@@ -160,6 +160,14 @@ size_t fsp_holders(fsp_sem *s, int32_t *pids, fs_count *permits, size_t room);
  * back what they held. Returns how many were found. */
 size_t fsp_recover(fsp_sem *s);
 
+#ifdef FSP_TEST_HOOKS
+/* Test builds only (csrc/tests): the process exits at the n-th journal
+ * write or field store from now; and the segment's invariants, 0 if they
+ * hold, else the number of the one that does not. */
+extern int fsp_test_die_at;
+int fsp_test_check(fsp_sem *s);
+#endif
+
 #ifdef __cplusplus
 }
 #endif

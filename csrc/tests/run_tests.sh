@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds csrc/tests/test_core.c against csrc/fastsem_core.c and runs it:
+# Builds csrc/tests/test_core.c against csrc/fastsem_core.c, and
+# csrc/tests/test_proc.c against csrc/fastsem_proc.c, and runs them:
 #
 #   plain     gcc -O2 -Wall -Wextra -Werror
 #   tsan      -fsanitize=thread -O1 -g                (iterations scaled down)
@@ -71,7 +72,10 @@ build() {
     local name=$1
     shift
     echo "== build $name: $CC $* ${WARN[*]}"
-    "$CC" "$@" "${WARN[@]}" -I"$CSRC" "$TEST_SRC" "$CORE_SRC" -o "$BUILD/test_core_$name"
+    "$CC" "$@" "${WARN[@]}" -I"$CSRC" "$TEST_SRC" "$CORE_SRC" -o "$BUILD/test_core_$name" || return
+    # The process-shared core's tests (test_proc.c), with its test hooks.
+    "$CC" "$@" "${WARN[@]}" -DFSP_TEST_HOOKS -I"$CSRC" "$HERE/test_proc.c" \
+        "$CSRC/fastsem_proc.c" "$CORE_SRC" -o "$BUILD/test_proc_$name"
 }
 
 # run NAME LOG CMD... : runs, tees to LOG, fails on a non-zero exit or on any
@@ -110,7 +114,8 @@ variant() {
 build_plain() { build plain -O2; }
 run_plain() {
     echo "== run plain"
-    run_logged "$BUILD/plain.log" "$BUILD/test_core_plain" "${FASTSEM_TEST_SCALE:-1}"
+    run_logged "$BUILD/plain.log" "$BUILD/test_core_plain" "${FASTSEM_TEST_SCALE:-1}" &&
+        run_logged "$BUILD/plain-proc.log" "$BUILD/test_proc_plain" "${FASTSEM_TEST_SCALE:-1}"
 }
 
 # --- tsan -------------------------------------------------------------------
@@ -121,9 +126,14 @@ build_portable() { build portable -fsanitize=thread -O1 -g -DFS_PORTABLE_EVENT; 
 run_portable() { run_tsan_build portable; }
 
 run_tsan_build() {
-    local name=$1
-    echo "== run $name"
-    local log="$BUILD/$name.log" bin="$BUILD/test_core_$name" scale=${FASTSEM_TSAN_SCALE:-0.5}
+    run_tsan_binary "$1" "$BUILD/test_core_$1" "$BUILD/$1.log" &&
+        run_tsan_binary "$1" "$BUILD/test_proc_$1" "$BUILD/$1-proc.log"
+}
+
+run_tsan_binary() {
+    local name=$1 bin=$2 log=$3
+    echo "== run $name: $(basename "$bin")"
+    local scale=${FASTSEM_TSAN_SCALE:-0.5}
     export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ${TSAN_OPTIONS:-}"
     if run_logged "$log" "$bin" "$scale"; then
         return 0
@@ -160,7 +170,10 @@ run_asan() {
     echo "== run asan+ubsan (detect_leaks=$LSAN)"
     UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}" \
         ASAN_OPTIONS="detect_leaks=$LSAN:abort_on_error=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}" \
-        run_logged "$BUILD/asan.log" "$BUILD/test_core_asan" "${FASTSEM_TEST_SCALE:-1}"
+        run_logged "$BUILD/asan.log" "$BUILD/test_core_asan" "${FASTSEM_TEST_SCALE:-1}" &&
+        UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}" \
+        ASAN_OPTIONS="detect_leaks=$LSAN:abort_on_error=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}" \
+            run_logged "$BUILD/asan-proc.log" "$BUILD/test_proc_asan" "${FASTSEM_TEST_SCALE:-1}"
 }
 
 # --- helgrind ---------------------------------------------------------------
