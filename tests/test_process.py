@@ -16,8 +16,8 @@ import threading
 import time
 import uuid
 
-import pytest
 import process_workers as workers
+import pytest
 from conftest import wait_until
 
 import fastsem
@@ -28,7 +28,9 @@ pytestmark = pytest.mark.skipif(
     reason="process-shared semaphores: compiled, on Linux",
 )
 
-START_METHODS = [m for m in ("fork", "spawn", "forkserver") if m in multiprocessing.get_all_start_methods()]
+START_METHODS = [
+    m for m in ("fork", "spawn", "forkserver") if m in multiprocessing.get_all_start_methods()
+]
 # Recovery is promised within 1 s of a death; the waiters look every 0.1 s.
 RECOVERY = 1.0
 
@@ -100,9 +102,8 @@ def test_acquire_release_value_and_holders():
         assert sem.value == 2
     with sem.hold(n=3):
         assert sem.value == 0
-    with pytest.raises(TimeoutError):
-        with fastsem.ProcessSemaphore(0).hold(timeout=0.01):
-            pass
+    with pytest.raises(TimeoutError), fastsem.ProcessSemaphore(0).hold(timeout=0.01):
+        pass
     stats = sem.statistics()
     assert (stats.acquisitions, stats.timeouts, stats.recovered) == (3, 1, 0)
     sem.reset_statistics()
@@ -110,7 +111,7 @@ def test_acquire_release_value_and_holders():
 
 
 @pytest.mark.parametrize(
-    "call, error",
+    ("call", "error"),
     [
         (lambda: fastsem.ProcessSemaphore(-1), ValueError),
         (lambda: fastsem.ProcessSemaphore(1.5), TypeError),

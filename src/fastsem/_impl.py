@@ -18,14 +18,14 @@ from . import _process, _pyfastsem
 
 __all__ = [
     "IMPLEMENTATION",
-    "ProcessBoundedSemaphore",
-    "ProcessSemaphore",
-    "process_module",
     "NO_EXTENSIONS",
     "BoundedSemaphore",
+    "ProcessBoundedSemaphore",
+    "ProcessSemaphore",
     "Semaphore",
     "c_module",
     "no_extensions_requested",
+    "process_module",
     "python_module",
 ]
 

@@ -51,7 +51,15 @@ def make_process_statistics(
 ) -> ProcessSemaphoreStatistics:
     acquisitions, contended, timeouts, interrupts, max_waiting, total, longest = counters
     base = make_statistics(
-        acquisitions, contended, timeouts, interrupts, waiting, max_waiting, total, longest, histogram
+        acquisitions,
+        contended,
+        timeouts,
+        interrupts,
+        waiting,
+        max_waiting,
+        total,
+        longest,
+        histogram,
     )
     return ProcessSemaphoreStatistics(
         **{f.name: getattr(base, f.name) for f in dataclasses.fields(base)},
