@@ -82,15 +82,22 @@ int fsp_shm_create(const char *name) { (void)name; errno = ENOSYS; return -1; }
 int fsp_shm_open(const char *name) { (void)name; errno = ENOSYS; return -1; }
 int fsp_shm_unlink(const char *name) { (void)name; errno = ENOSYS; return -1; }
 int fsp_create(fsp_sem *s, int fd, fs_count value, fs_count max_value, int fair,
-               uint32_t max_processes, uint32_t max_waiters)
+               uint32_t max_processes, uint32_t max_waiters, uint32_t units)
 {
     (void)s; (void)fd; (void)value; (void)max_value; (void)fair;
-    (void)max_processes; (void)max_waiters;
+    (void)max_processes; (void)max_waiters; (void)units;
     return FSP_UNSUPPORTED;
 }
 int fsp_attach(fsp_sem *s, int fd) { (void)s; (void)fd; return FSP_UNSUPPORTED; }
 void fsp_detach(fsp_sem *s) { (void)s; }
-int fsp_try_acquire(fsp_sem *s, fs_count n) { (void)s; (void)n; return FSP_UNSUPPORTED; }
+int fsp_try_acquire(fsp_sem *s, fsp_ticket *t, fs_count n)
+{
+    (void)s; (void)t; (void)n;
+    return FSP_UNSUPPORTED;
+}
+int fsp_release_unit(fsp_sem *s, int32_t unit) { (void)s; (void)unit; return FSP_UNSUPPORTED; }
+uint32_t fsp_units(fsp_sem *s) { (void)s; return 0; }
+int32_t fsp_unit_holder(fsp_sem *s, int32_t unit) { (void)s; (void)unit; return 0; }
 int fsp_acquire_or_enqueue(fsp_sem *s, fsp_ticket *t, fs_count n)
 {
     (void)s; (void)t; (void)n;
@@ -160,6 +167,8 @@ typedef struct waiter_slot {
     int32_t proc;    /* the owner's record */
     int32_t prev, next;
     uint32_t starving;
+    int32_t unit;    /* the unit granted with the permit (pools), else -1 */
+    int32_t unused;
     int64_t want;
     int64_t queued_at;
     int64_t waited;  /* queued_at to the grant */
@@ -183,6 +192,8 @@ struct fsp_shared {
     uint32_t header_size;  /* sizeof(struct fsp_shared) of the maker */
     uint64_t total_size;
     uint32_t max_procs, max_waiters;
+    uint32_t units;        /* a pool of numbered units: how many, else 0 */
+    uint32_t unused_;
     uint64_t pidns;        /* the inode of the maker's PID namespace, or 0 */
     pthread_mutex_t mutex;
     uint32_t undo_count;
@@ -215,9 +226,14 @@ static size_t waiters_offset(uint32_t max_procs)
     return procs_offset() + align64((size_t)max_procs * sizeof(proc_record));
 }
 
-static size_t layout_size(uint32_t max_procs, uint32_t max_waiters)
+static size_t units_offset(uint32_t max_procs, uint32_t max_waiters)
 {
     return waiters_offset(max_procs) + align64((size_t)max_waiters * sizeof(waiter_slot));
+}
+
+static size_t layout_size(uint32_t max_procs, uint32_t max_waiters, uint32_t units)
+{
+    return units_offset(max_procs, max_waiters) + align64((size_t)units * sizeof(int32_t));
 }
 
 static proc_record *record(fsp_shared *sh, int32_t i)
@@ -228,6 +244,12 @@ static proc_record *record(fsp_shared *sh, int32_t i)
 static waiter_slot *slot(fsp_shared *sh, int32_t i)
 {
     return (waiter_slot *)((char *)sh + waiters_offset(sh->max_procs)) + i;
+}
+
+/* A pool's units: the holder's record index + 1, or 0 for a free unit. */
+static int32_t *unit_owner(fsp_shared *sh, int32_t u)
+{
+    return (int32_t *)((char *)sh + units_offset(sh->max_procs, sh->max_waiters)) + u;
 }
 
 /* ---- the journal ----------------------------------------------------- */
@@ -501,6 +523,20 @@ static void count_acquisition(fsp_shared *sh, fs_time waited, int contended)
     add64(sh, &sh->stats.histogram[fs_histogram_bucket(waited)], 1);
 }
 
+/* In a pool, the lowest free unit becomes record me's; -1 elsewhere. A free
+ * unit exists whenever a permit is granted: units out never exceed permits
+ * out, which never exceed the bound, which is the number of units. */
+static int32_t take_unit(fsp_shared *sh, int32_t me)
+{
+    for (uint32_t u = 0; u < sh->units; u++) {
+        if (*unit_owner(sh, (int32_t)u) == 0) {
+            set32(sh, unit_owner(sh, (int32_t)u), (uint32_t)(me + 1));
+            return (int32_t)u;
+        }
+    }
+    return -1;
+}
+
 /* The permits of slot i's request become its owner's; i leaves the queue.
  * One step. */
 static void grant(op *o, int32_t i, int signal)
@@ -512,6 +548,7 @@ static void grant(op *o, int32_t i, int signal)
         waited = 0;
     add64(sh, &sh->value, -w->want);
     add64(sh, &record(sh, w->proc)->held, w->want);
+    set32(sh, &w->unit, (uint32_t)take_unit(sh, w->proc));
     set64(sh, &w->waited, (uint64_t)waited);
     set32(sh, &w->state, W_GRANTED);
     unlink_slot(sh, i);
@@ -564,12 +601,14 @@ static int may_take(fsp_shared *sh, fs_count n)
     return !sh->fair && !slot(sh, sh->head)->starving;
 }
 
-static void take(fsp_shared *sh, int32_t me, fs_count n)
+static int32_t take(fsp_shared *sh, int32_t me, fs_count n)
 {
     add64(sh, &sh->value, -n);
     add64(sh, &record(sh, me)->held, n);
+    int32_t unit = take_unit(sh, me);
     count_acquisition(sh, 0, 0);
     commit(sh);
+    return unit;
 }
 
 static int check_request(fsp_shared *sh, fs_count n)
@@ -580,6 +619,8 @@ static int check_request(fsp_shared *sh, fs_count n)
         return FS_OVERFLOW;
     if (sh->max_value >= 0 && n > sh->max_value)
         return FS_OVER_MAX;
+    if (sh->units > 0 && n != 1)
+        return FS_OVER_MAX; /* one unit at a time */
     return FS_OK;
 }
 
@@ -600,6 +641,12 @@ static int bury(op *o, int32_t i, int32_t pid, uint64_t start)
             unlink_slot(sh, (int32_t)j);
         set32(sh, &w->state, W_FREE); /* a granted slot's permits are in held */
         commit(sh);
+    }
+    for (uint32_t u = 0; u < sh->units; u++) {
+        if (*unit_owner(sh, (int32_t)u) == i + 1) {
+            set32(sh, unit_owner(sh, (int32_t)u), 0);
+            commit(sh);
+        }
     }
     int64_t give = r->held;
     if (sh->max_value >= 0 && give > sh->max_value - sh->value)
@@ -689,7 +736,7 @@ static int fail_closing(fsp_sem *s, int fd, int rc)
 }
 
 int fsp_create(fsp_sem *s, int fd, fs_count value, fs_count max_value, int fair,
-               uint32_t max_processes, uint32_t max_waiters)
+               uint32_t max_processes, uint32_t max_waiters, uint32_t units)
 {
     int rc = FS_OK;
     if (value < 0)
@@ -699,12 +746,14 @@ int fsp_create(fsp_sem *s, int fd, fs_count value, fs_count max_value, int fair,
     else if (max_value >= 0 && value > max_value)
         rc = FS_OVER_BOUND;
     else if (max_processes < 1 || max_processes > FSP_LIMIT_MAX || max_waiters < 1 ||
-             max_waiters > FSP_LIMIT_MAX)
+             max_waiters > FSP_LIMIT_MAX || units > FSP_LIMIT_MAX)
         rc = FSP_BAD_LIMIT;
+    else if (units > 0 && (value != (fs_count)units || max_value != (fs_count)units))
+        rc = FS_BAD_VALUE; /* a pool starts full, bounded at its size */
     if (rc != FS_OK)
         return fail_closing(s, fd, rc);
     pthread_once(&g_atfork_once, register_atfork);
-    size_t size = layout_size(max_processes, max_waiters);
+    size_t size = layout_size(max_processes, max_waiters, units);
     if (ftruncate(fd, (off_t)size) != 0)
         return fail_closing(s, fd, FSP_SYSTEM);
     /* A memfd cannot be shrunk under its users (a SIGBUS) once sealed; a
@@ -730,6 +779,7 @@ int fsp_create(fsp_sem *s, int fd, fs_count value, fs_count max_value, int fair,
     sh->total_size = size;
     sh->max_procs = max_processes;
     sh->max_waiters = max_waiters;
+    sh->units = units;
     sh->pidns = pid_namespace();
     sh->value = value;
     sh->max_value = max_value < 0 ? -1 : max_value;
@@ -777,8 +827,8 @@ int fsp_attach(fsp_sem *s, int fd)
     int rc = FS_OK;
     if (sh->version != FSP_VERSION || sh->header_size != sizeof(struct fsp_shared) ||
         sh->max_procs < 1 || sh->max_procs > FSP_LIMIT_MAX || sh->max_waiters < 1 ||
-        sh->max_waiters > FSP_LIMIT_MAX ||
-        sh->total_size != layout_size(sh->max_procs, sh->max_waiters) ||
+        sh->max_waiters > FSP_LIMIT_MAX || sh->units > FSP_LIMIT_MAX ||
+        sh->total_size != layout_size(sh->max_procs, sh->max_waiters, sh->units) ||
         sh->total_size > size)
         rc = FSP_BAD_LAYOUT;
     else if (sh->pidns != 0 && pid_namespace() != 0 && sh->pidns != pid_namespace())
@@ -807,12 +857,19 @@ void fsp_detach(fsp_sem *s)
 
 /* ---- acquire, wait, cancel, release ---------------------------------- */
 
-int fsp_try_acquire(fsp_sem *s, fs_count n)
+static int acquire(fsp_sem *s, fsp_ticket *t, fs_count n, int enqueue);
+
+int fsp_try_acquire(fsp_sem *s, fsp_ticket *t, fs_count n)
 {
-    return fsp_acquire_or_enqueue(s, NULL, n);
+    return acquire(s, t, n, 0);
 }
 
 int fsp_acquire_or_enqueue(fsp_sem *s, fsp_ticket *t, fs_count n)
+{
+    return acquire(s, t, n, 1);
+}
+
+static int acquire(fsp_sem *s, fsp_ticket *t, fs_count n, int enqueue)
 {
     fsp_shared *sh = s->shared;
     int rc = check_request(sh, n);
@@ -832,9 +889,11 @@ int fsp_acquire_or_enqueue(fsp_sem *s, fsp_ticket *t, fs_count n)
         if (sh->closed) {
             rc = FS_CLOSED;
         } else if (may_take(sh, n)) {
-            take(sh, me, n);
+            int32_t unit = take(sh, me, n);
+            if (t != NULL)
+                t->unit = unit;
             rc = FS_OK;
-        } else if (t == NULL) {
+        } else if (!enqueue) {
             rc = FS_WOULD_BLOCK;
         } else {
             rc = FSP_NO_ROOM;
@@ -865,6 +924,7 @@ int fsp_acquire_or_enqueue(fsp_sem *s, fsp_ticket *t, fs_count n)
                 t->slot = i;
                 t->seen = __atomic_load_n(&w->futex, __ATOMIC_ACQUIRE);
                 t->waited = 0;
+                t->unit = -1;
                 rc = FS_QUEUED;
                 break;
             }
@@ -892,6 +952,7 @@ static int look(fsp_sem *s, fsp_ticket *t, fs_time deadline)
         rc = FS_CLOSED;
     } else if (w->state == W_GRANTED) {
         t->waited = (fs_time)w->waited;
+        t->unit = w->unit;
         set32(sh, &w->state, W_FREE);
         commit(sh);
         rc = FS_OK;
@@ -904,6 +965,7 @@ static int look(fsp_sem *s, fsp_ticket *t, fs_time deadline)
         /* Non-fair: woken to compete, and the permits are there. */
         grant(&o, t->slot, 0);
         t->waited = (fs_time)w->waited;
+        t->unit = w->unit;
         set32(sh, &w->state, W_FREE);
         commit(sh);
         rc = FS_OK;
@@ -921,6 +983,7 @@ static int look(fsp_sem *s, fsp_ticket *t, fs_time deadline)
         serve(&o);
         if (w->state == W_GRANTED) {
             t->waited = (fs_time)w->waited;
+            t->unit = w->unit;
             set32(sh, &w->state, W_FREE);
             commit(sh);
             rc = FS_OK;
@@ -982,6 +1045,8 @@ int fsp_cancel(fsp_sem *s, fsp_ticket *t)
             proc_record *r = record(sh, me);
             add64(sh, &r->held, r->held < w->want ? -r->held : -w->want);
             add64(sh, &sh->value, w->want);
+            if (w->unit >= 0)
+                set32(sh, unit_owner(sh, w->unit), 0);
             add64(sh, &sh->stats.interrupts, 1);
             passed = 1;
         }
@@ -996,6 +1061,8 @@ int fsp_cancel(fsp_sem *s, fsp_ticket *t)
 int fsp_release(fsp_sem *s, fs_count n)
 {
     fsp_shared *sh = s->shared;
+    if (sh->units > 0)
+        return FSP_NO_UNITS; /* a unit goes back by its number */
     if (n < 1)
         return FS_BAD_COUNT;
     if (n > FS_COUNT_MAX)
@@ -1020,6 +1087,43 @@ int fsp_release(fsp_sem *s, fs_count n)
     }
     op_end(&o);
     return rc;
+}
+
+int fsp_release_unit(fsp_sem *s, int32_t unit)
+{
+    fsp_shared *sh = s->shared;
+    if (sh->units == 0)
+        return FSP_NO_UNITS;
+    if (unit < 0 || (uint32_t)unit >= sh->units)
+        return FSP_BAD_UNIT;
+    op o;
+    op_begin(&o, s);
+    int rc = FS_OK;
+    int32_t me = find_me(&o, 0);
+    if (me < 0 || *unit_owner(sh, unit) != me + 1) {
+        rc = FSP_NOT_OWNER;
+    } else {
+        set32(sh, unit_owner(sh, unit), 0);
+        proc_record *r = record(sh, me);
+        if (r->held > 0)
+            add64(sh, &r->held, -1);
+        add64(sh, &sh->value, 1);
+        commit(sh);
+        serve(&o);
+    }
+    op_end(&o);
+    return rc;
+}
+
+uint32_t fsp_units(fsp_sem *s) { return s->shared->units; }
+
+int32_t fsp_unit_holder(fsp_sem *s, int32_t unit)
+{
+    fsp_shared *sh = s->shared;
+    if (unit < 0 || (uint32_t)unit >= sh->units)
+        return 0;
+    int32_t owner = __atomic_load_n(unit_owner(sh, unit), __ATOMIC_RELAXED);
+    return owner > 0 ? __atomic_load_n(&record(sh, owner - 1)->pid, __ATOMIC_RELAXED) : 0;
 }
 
 /* ---- the rest -------------------------------------------------------- */

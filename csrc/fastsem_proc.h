@@ -47,7 +47,10 @@ enum {
     FSP_BAD_LAYOUT = 22,  /* the memory holds no semaphore of this version */
     FSP_OTHER_PIDNS = 23, /* made in another PID namespace: pids would lie */
     FSP_NO_ROOM = 24,     /* every process record or waiter slot is in use */
-    FSP_BAD_LIMIT = 25    /* create: max_processes or max_waiters out of range */
+    FSP_BAD_LIMIT = 25,   /* create: max_processes or max_waiters out of range */
+    FSP_NOT_OWNER = 26,   /* release_unit: this process does not hold that unit */
+    FSP_NO_UNITS = 27,    /* a unit call on a plain semaphore, or the reverse */
+    FSP_BAD_UNIT = 28     /* release_unit: no such unit */
 };
 
 #define FSP_DEFAULT_MAX_PROCESSES 256
@@ -83,6 +86,7 @@ typedef struct fsp_ticket {
     int32_t slot;
     uint32_t seen;
     fs_time waited;           /* out: queued to granted, once FS_OK */
+    int32_t unit;             /* out: the unit granted (a pool of units), else -1 */
 } fsp_ticket;
 
 /* Statistics: the thread semaphore's, and what recovery did. */
@@ -102,9 +106,13 @@ int fsp_shm_unlink(const char *name);
 
 /* Makes a new semaphore in the empty file fd (sized here) and maps it into s,
  * which owns fd from then on. max_value < 0: unbounded. FS_OK, FS_BAD_VALUE,
- * FS_OVER_BOUND, FS_OVERFLOW, FSP_BAD_LIMIT, FSP_SYSTEM, FSP_UNSUPPORTED. */
+ * FS_OVER_BOUND, FS_OVERFLOW, FSP_BAD_LIMIT, FSP_SYSTEM, FSP_UNSUPPORTED.
+ *
+ * With units > 0 it is a pool of that many numbered units (0..units-1),
+ * bounded at units: each grant of one permit comes with a unit of its own,
+ * which only fsp_release_unit gives back (and recovery, for the dead). */
 int fsp_create(fsp_sem *s, int fd, fs_count value, fs_count max_value, int fair,
-               uint32_t max_processes, uint32_t max_waiters);
+               uint32_t max_processes, uint32_t max_waiters, uint32_t units);
 
 /* Maps the semaphore in fd, made by fsp_create in this or another process;
  * s owns fd from then on (also on failure: it is closed). FS_OK,
@@ -116,8 +124,10 @@ void fsp_detach(fsp_sem *s);
 
 /* As fs_sem_try_acquire and fs_sem_acquire_or_enqueue; also FSP_NO_ROOM
  * when this process has no record and none is free (after dead processes'
- * records are freed), or no waiter slot is free. */
-int fsp_try_acquire(fsp_sem *s, fs_count n);
+ * records are freed), or no waiter slot is free. try_acquire's ticket may be
+ * NULL (it is only filled in with the unit granted). In a pool of units, n
+ * must be 1. */
+int fsp_try_acquire(fsp_sem *s, fsp_ticket *t, fs_count n);
 int fsp_acquire_or_enqueue(fsp_sem *s, fsp_ticket *t, fs_count n);
 
 /* Waits for a queued ticket: FS_OK once granted, FS_TIMEOUT at deadline,
@@ -135,6 +145,14 @@ int fsp_cancel(fsp_sem *s, fsp_ticket *t);
  * charged to what this process holds, as far as it holds any. FS_OK,
  * FS_BAD_COUNT, FS_OVER_BOUND, FS_OVERFLOW. */
 int fsp_release(fsp_sem *s, fs_count n);
+
+/* A pool of units: gives back a unit this process holds. FS_OK,
+ * FSP_NOT_OWNER, FSP_BAD_UNIT, FSP_NO_UNITS. */
+int fsp_release_unit(fsp_sem *s, int32_t unit);
+
+/* A pool of units: how many, and the pid that holds unit i (0: free). */
+uint32_t fsp_units(fsp_sem *s);
+int32_t fsp_unit_holder(fsp_sem *s, int32_t unit);
 
 /* Snapshots. */
 fs_count fsp_value(fsp_sem *s);

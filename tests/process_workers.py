@@ -172,3 +172,18 @@ def hammer(sem, n):
 
     threading.Thread(target=run, daemon=True).start()
     run()
+
+
+def hold_a_slot(pool, ready):
+    """Takes a slot, says which, and sleeps until killed."""
+    ready.put((os.getpid(), pool.acquire()))
+    time.sleep(600)
+
+
+def try_to_release(pool, slot, results):
+    try:
+        pool.release(slot)
+    except ValueError as e:
+        results.put(str(e))
+    else:
+        results.put("released")

@@ -613,3 +613,89 @@ def test_death_inside_the_critical_section_is_rolled_back():
         assert sem.acquire(timeout=RECOVERY, n=bound)
         sem.release(bound)
         sem.reset_statistics()
+
+
+# ---- ProcessSlotPool ---------------------------------------------------------
+
+
+def test_slot_pool_hands_out_distinct_slots():
+    pool = fastsem.ProcessSlotPool(3)
+    assert (pool.size, pool.free) == (3, 3)
+    taken = [pool.acquire() for _ in range(3)]
+    assert sorted(taken) == [0, 1, 2]
+    assert pool.holders() == {os.getpid(): [0, 1, 2]}
+    assert pool.acquire(False) is None
+    assert pool.acquire(timeout=0.01) is None
+    pool.release(1)
+    with pool.slot() as slot:
+        assert slot == 1 and pool.free == 0
+    assert pool.free == 1
+    with pytest.raises(TimeoutError), pool.slot(timeout=0.01), pool.slot(timeout=0.01):
+        pass
+    assert pool.free == 1  # the first slot came back when the second timed out
+    lease = pool.slot()
+    with lease:
+        pass
+    with pytest.raises(RuntimeError, match="entered once"):
+        lease.__enter__()
+    assert "free=1/3" in repr(pool)
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda pool: pool.release(7), ValueError),
+        (lambda pool: pool.release(-1), ValueError),
+        (lambda pool: pool.release(0), ValueError),  # free, so not this process's
+        (lambda pool: pool.release("0"), TypeError),
+        (lambda pool: pool.acquire(False, 1.0), ValueError),
+    ],
+)
+def test_slot_pool_bad_input(call, error):
+    pool = fastsem.ProcessSlotPool(2)
+    with pytest.raises(error):
+        call(pool)
+    assert pool.free == 2
+
+
+@pytest.mark.parametrize("size", [0, -1, 65537])
+def test_slot_pool_size_is_checked(size):
+    with pytest.raises(ValueError):
+        fastsem.ProcessSlotPool(size)
+
+
+def test_slot_pool_across_processes_and_a_dead_holder(children):
+    pool = fastsem.ProcessSlotPool(2)
+    ready, results = children.ctx.Queue(), children.ctx.Queue()
+    holder = children.start(workers.hold_a_slot, pool, ready)
+    pid, theirs = ready.get(timeout=60)
+    mine = pool.acquire()
+    assert {theirs, mine} == {0, 1}
+    assert pool.holders() == {pid: [theirs], os.getpid(): [mine]}
+    children.start(workers.try_to_release, pool, mine, results)
+    assert "not held by this process" in results.get(timeout=60)
+    assert pool.acquire(False) is None
+    kill(holder)
+    started = time.monotonic()
+    assert pool.acquire(timeout=RECOVERY * 5) == theirs
+    assert time.monotonic() - started < RECOVERY
+    assert pool.statistics().recovered == 1
+
+
+def test_slot_pool_by_name_and_family_checks(unique_name):
+    pool = fastsem.ProcessSlotPool(2, name=unique_name)
+    other = fastsem.ProcessSlotPool.open(unique_name)
+    assert type(other) is fastsem.ProcessSlotPool and other.size == 2
+    assert other.acquire() == 0 and pool.free == 1
+    with pytest.raises(ValueError, match="ProcessSlotPool"):
+        fastsem.ProcessSemaphore.open(unique_name)
+    again = pickle.loads(pickle.dumps(pool))
+    assert again.holders() == {os.getpid(): [0]}
+    pool.unlink()
+    sem_name = unique_name + "-sem"
+    sem = fastsem.ProcessSemaphore(1, name=sem_name)
+    try:
+        with pytest.raises(ValueError, match="not a ProcessSlotPool"):
+            fastsem.ProcessSlotPool.open(sem_name)
+    finally:
+        sem.unlink()

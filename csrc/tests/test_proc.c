@@ -11,6 +11,9 @@
  *                 next locker rolls the step back; invariants hold after each
  *   cancel        a granted ticket cancelled passes its permits on; a
  *                 waiting one leaves; a deadline passed times out
+ *   units         a pool of numbered units: distinct units, handed with
+ *                 the grant, given back only by their holder, recovered
+ *                 from the dead, also from a death inside release_unit
  *   fifo          threads queue in order and are granted in that order
  *   stress        threads of this process and forked children hammer it
  *                 with timeouts; the children are SIGKILLed at random; the
@@ -79,7 +82,7 @@ static void make(fsp_sem *s, fs_count value, fs_count max_value, int fair)
 {
     int fd = fsp_memfd();
     CHECK(fd >= 0);
-    CHECK_EQ(fsp_create(s, fd, value, max_value, fair, 64, 64), FS_OK);
+    CHECK_EQ(fsp_create(s, fd, value, max_value, fair, 64, 64, 0), FS_OK);
 }
 
 static fs_count held_in_total(fsp_sem *s)
@@ -140,7 +143,7 @@ static int die_during(int what, int k)
     CHECK(pid >= 0);
     if (pid == 0) {
         close(pipefd[0]);
-        CHECK_EQ(fsp_try_acquire(&s, 2), FS_OK);
+        CHECK_EQ(fsp_try_acquire(&s, NULL, 2), FS_OK);
         char c = 'x';
         CHECK(write(pipefd[1], &c, 1) == 1);
         /* Wait for the parent's waiter to queue, then die in the step. */
@@ -245,6 +248,81 @@ static void test_cancel(void)
     fsp_detach(&s);
 }
 
+/* ---- a pool of numbered units --------------------------------------- */
+
+static void make_pool(fsp_sem *s, uint32_t units)
+{
+    int fd = fsp_memfd();
+    CHECK(fd >= 0);
+    CHECK_EQ(fsp_create(s, fd, units, units, 1, 64, 64, units), FS_OK);
+}
+
+static void *take_a_unit(void *p)
+{
+    waiter_arg *a = p;
+    fsp_ticket t;
+    int rc = fsp_acquire_or_enqueue(a->s, &t, 1);
+    while (rc == FS_QUEUED)
+        rc = fsp_wait(a->s, &t, FS_FOREVER, FS_FOREVER) == FS_PAUSED ? FS_QUEUED : FS_OK;
+    CHECK_EQ(rc, FS_OK);
+    atomic_store(&a->done, 1 + t.unit);
+    return NULL;
+}
+
+static void test_units(void)
+{
+    fsp_sem s;
+    make_pool(&s, 3);
+    fsp_ticket t;
+    int seen = 0;
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ(fsp_try_acquire(&s, &t, 1), FS_OK);
+        CHECK(t.unit >= 0 && t.unit < 3 && !(seen & (1 << t.unit)));
+        seen |= 1 << t.unit;
+        CHECK_EQ(fsp_unit_holder(&s, t.unit), getpid());
+    }
+    CHECK_EQ(fsp_try_acquire(&s, &t, 1), FS_WOULD_BLOCK);
+    CHECK_EQ(fsp_try_acquire(&s, &t, 2), FS_OVER_MAX);
+    CHECK_EQ(fsp_release(&s, 1), FSP_NO_UNITS);
+    CHECK_EQ(fsp_release_unit(&s, 3), FSP_BAD_UNIT);
+    /* A unit goes to the waiter that the release serves. */
+    waiter_arg arg = {&s, 1, 0};
+    pthread_t thread;
+    CHECK(pthread_create(&thread, NULL, take_a_unit, &arg) == 0);
+    WAIT_FOR(fsp_waiting(&s) == 1);
+    CHECK_EQ(fsp_release_unit(&s, 1), FS_OK);
+    pthread_join(thread, NULL);
+    CHECK_EQ(atomic_load(&arg.done), 1 + 1);
+    /* Another process cannot give back this one's unit; a unit it holds
+     * when it dies comes back; and a death at each write of its
+     * release_unit leaves the pool whole. */
+    for (int k = 0;; k++) {
+        CHECK_EQ(fsp_release_unit(&s, 2), FS_OK);
+        pid_t pid = fork();
+        if (pid == 0) {
+            CHECK_EQ(fsp_release_unit(&s, 0), FSP_NOT_OWNER);
+            CHECK_EQ(fsp_try_acquire(&s, &t, 1), FS_OK);
+            CHECK_EQ(t.unit, 2);
+            fsp_test_die_at = k;
+            if (k > 0)
+                fsp_release_unit(&s, 2);
+            _exit(0);
+        }
+        int status;
+        CHECK(waitpid(pid, &status, 0) == pid);
+        CHECK(WIFEXITED(status));
+        fsp_recover(&s);
+        CHECK_EQ(fsp_test_check(&s), 0);
+        CHECK_EQ(fsp_unit_holder(&s, 2), 0);
+        CHECK_EQ(fsp_value(&s), 1);
+        CHECK_EQ(fsp_try_acquire(&s, &t, 1), FS_OK);
+        CHECK_EQ(t.unit, 2);
+        if (k > 0 && WEXITSTATUS(status) != 77)
+            break;
+    }
+    fsp_detach(&s);
+}
+
 /* ---- FIFO among threads --------------------------------------------- */
 
 typedef struct fifo_arg {
@@ -280,7 +358,7 @@ static void test_fifo(void)
         CHECK(pthread_create(&threads[i], NULL, fifo_thread, &args[i]) == 0);
         WAIT_FOR(fsp_waiting(&s) == (size_t)i + 1);
     }
-    CHECK_EQ(fsp_try_acquire(&s, 1), FS_WOULD_BLOCK);
+    CHECK_EQ(fsp_try_acquire(&s, NULL, 1), FS_WOULD_BLOCK);
     CHECK_EQ(fsp_release(&s, 1), FS_OK);
     for (int i = 0; i < N; i++)
         pthread_join(threads[i], NULL);
@@ -389,6 +467,7 @@ static const struct {
 } tests[] = {
     {"death_points", test_death_points},
     {"cancel", test_cancel},
+    {"units", test_units},
     {"fifo", test_fifo},
     {"stress", test_stress},
 };

@@ -5,7 +5,8 @@ C. Permits go to waiting threads in the order they called acquire(); a release
 hands them straight to the oldest waiter; nobody barges in ahead of the queue
 (unless fair=False is asked for). ProcessSemaphore and
 ProcessBoundedSemaphore do the same across processes, and give back the
-permits of a process that dies holding them (Linux).
+permits of a process that dies holding them; ProcessSlotPool hands out
+numbered slots the same way (Linux).
 
 IMPLEMENTATION is "c" when the compiled core is in use, "python" when the
 pure-Python version is (set FASTSEM_NO_EXTENSIONS=1 to choose it, or it is
@@ -18,6 +19,7 @@ from ._impl import (
     BoundedSemaphore,
     ProcessBoundedSemaphore,
     ProcessSemaphore,
+    ProcessSlotPool,
     Semaphore,
 )
 from ._pool import (
@@ -44,6 +46,7 @@ __all__ = [
     "ProcessBoundedSemaphore",
     "ProcessSemaphore",
     "ProcessSemaphoreStatistics",
+    "ProcessSlotPool",
     "ResourcePool",
     "Semaphore",
     "SemaphoreClosed",

@@ -7,6 +7,7 @@ from ._common import SemaphoreClosed as SemaphoreClosed
 from ._common import SemaphoreStatistics as SemaphoreStatistics
 from ._cprocess import ProcessBoundedSemaphore as ProcessBoundedSemaphore
 from ._cprocess import ProcessSemaphore as ProcessSemaphore
+from ._cprocess import ProcessSlotPool as ProcessSlotPool
 from ._pool import PoolClosed as PoolClosed
 from ._pool import PoolError as PoolError
 from ._pool import PoolStats as PoolStats
@@ -30,6 +31,7 @@ __all__ = [
     "ProcessBoundedSemaphore",
     "ProcessSemaphore",
     "ProcessSemaphoreStatistics",
+    "ProcessSlotPool",
     "ResourcePool",
     "Semaphore",
     "SemaphoreClosed",

@@ -22,6 +22,7 @@ __all__ = [
     "BoundedSemaphore",
     "ProcessBoundedSemaphore",
     "ProcessSemaphore",
+    "ProcessSlotPool",
     "Semaphore",
     "c_module",
     "no_extensions_requested",
@@ -73,9 +74,11 @@ else:
 if TYPE_CHECKING:
     from ._cprocess import ProcessBoundedSemaphore as ProcessBoundedSemaphore
     from ._cprocess import ProcessSemaphore as ProcessSemaphore
+    from ._cprocess import ProcessSlotPool as ProcessSlotPool
 elif process_module is not None:
     ProcessSemaphore = process_module.ProcessSemaphore
     ProcessBoundedSemaphore = process_module.ProcessBoundedSemaphore
+    ProcessSlotPool = process_module.ProcessSlotPool
 else:
     _why = (
         "process-shared semaphores need fastsem's compiled extension; "
@@ -83,3 +86,4 @@ else:
     )
     ProcessSemaphore = _process.unavailable("ProcessSemaphore", _why)
     ProcessBoundedSemaphore = _process.unavailable("ProcessBoundedSemaphore", _why)
+    ProcessSlotPool = _process.unavailable("ProcessSlotPool", _why)
