@@ -941,6 +941,8 @@ static int look(fsp_sem *s, fsp_ticket *t, fs_time deadline)
 {
     fsp_shared *sh = s->shared;
     waiter_slot *w = slot(sh, t->slot);
+    /* Signalled since the last look: in non-fair mode, woken to compete. */
+    int woken = __atomic_load_n(&w->futex, __ATOMIC_ACQUIRE) != t->seen;
     op o;
     op_begin(&o, s);
     t->seen = __atomic_load_n(&w->futex, __ATOMIC_ACQUIRE);
@@ -976,8 +978,11 @@ static int look(fsp_sem *s, fsp_ticket *t, fs_time deadline)
         commit(sh);
         serve(&o); /* a head that held others back has gone */
         rc = FS_TIMEOUT;
-    } else if (!sh->fair && sh->head == t->slot && !w->starving &&
+    } else if (!sh->fair && woken && sh->head == t->slot && !w->starving &&
                fs_now() - w->queued_at >= sh->starve_ns) {
+        /* Woken to compete and beaten to the permits, after long enough in
+         * the queue: from now on releases hand over to it, and nobody
+         * barges past it. */
         set32(sh, &w->starving, 1);
         commit(sh);
         serve(&o);

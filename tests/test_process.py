@@ -699,3 +699,37 @@ def test_slot_pool_by_name_and_family_checks(unique_name):
             fastsem.ProcessSlotPool.open(sem_name)
     finally:
         sem.unlink()
+
+
+def switches(pid):
+    """Voluntary context switches of all of a process's threads: a waiter
+    that wakes, looks and sleeps again adds at least one."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/status") as f:
+            for line in f:
+                if line.startswith("voluntary_ctxt_switches"):
+                    total += int(line.split()[1])
+    return total
+
+
+def test_non_fair_starvation_is_bounded(children):
+    """Non-fair: a waiter of another process, queued for more than a
+    millisecond, that loses one competition to a barger gets the next
+    release handed over, and the barger's next try fails."""
+    sem = fastsem.ProcessSemaphore(1, fair=False)
+    sem.acquire()
+    log = children.ctx.Array("i", 2, lock=False)
+    waiter = children.start(workers.take_in_turn, sem, 1, log)
+    wait_until(lambda: sem.waiting == 1, timeout=60)
+    time.sleep(0.02)  # queued past the starvation bound
+    before = switches(waiter.pid)
+    sem.release()  # wakes the waiter to compete...
+    if not sem.acquire(False):  # ...and this barges in first (almost always)
+        pytest.skip("the waiter won the race this time")
+    wait_until(lambda: switches(waiter.pid) > before and not stopped(waiter.pid))
+    wait_until(lambda: sem.waiting == 1)
+    time.sleep(0.05)  # it has looked, lost, and gone back to sleep
+    sem.release()  # now handed to the starving waiter:
+    assert sem.acquire(False) is False
+    wait_until(lambda: list(log) == [1, 1])
