@@ -73,6 +73,9 @@ def pool_task(i):
         return i * i
 
 
+_first_use = threading.Lock()
+
+
 class BookLock:
     """A lock for the stress test's bookkeeping that survives SIGKILL: a
     thread lock within a process, an fcntl lock on a file across processes
@@ -84,9 +87,11 @@ class BookLock:
 
     def _own(self):
         if self._pid != os.getpid():  # first use in this process
-            self._pid = os.getpid()
-            self._threads = threading.Lock()
-            self._fd = os.open(self.path, os.O_RDWR)
+            with _first_use:
+                if self._pid != os.getpid():
+                    self._threads = threading.Lock()
+                    self._fd = os.open(self.path, os.O_RDWR)
+                    self._pid = os.getpid()  # last: the others are set
         return self._threads, self._fd
 
     def __enter__(self):
@@ -153,11 +158,22 @@ def stress_worker(sem, bound, book, lock, worker, rounds, threads):
                 book[2 * cell + 1] = 0
             sem.release(n)
 
-    pool = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    failures = []
+
+    def checked(t):
+        try:
+            run(t)
+        except BaseException as e:  # a thread that dies holding permits
+            failures.append(e)
+            raise
+
+    pool = [threading.Thread(target=checked, args=(t,)) for t in range(threads)]
     for thread in pool:
         thread.start()
     for thread in pool:
         thread.join()
+    if failures:
+        raise SystemExit(f"{len(failures)} worker threads failed: {failures[0]!r}")
 
 
 def hammer(sem, n):

@@ -23,10 +23,15 @@ from conftest import wait_until
 import fastsem
 from fastsem import _impl
 
-pytestmark = pytest.mark.skipif(
-    _impl.process_module is None or not sys.platform.startswith("linux"),
-    reason="process-shared semaphores: compiled, on Linux",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        _impl.process_module is None or not sys.platform.startswith("linux"),
+        reason="process-shared semaphores: compiled, on Linux",
+    ),
+    # Forking a process with threads (multiprocessing's own helper threads,
+    # or this test's) is what some tests here do on purpose.
+    pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning"),
+]
 
 START_METHODS = [
     m for m in ("fork", "spawn", "forkserver") if m in multiprocessing.get_all_start_methods()
