@@ -35,8 +35,8 @@ contended
     called acquire() before the first of the two was released.
 recovery
     A process holds the permit of a value-1 semaphore, another waits for it,
-    the holder is SIGKILLed: the time from the kill to the waiter's grant,
-    over repeated kills. A peer whose waiter is not granted within the
+    and at a random moment after the waiter queued the holder is SIGKILLed:
+    the time from the kill to the waiter's grant, over repeated kills. A peer whose waiter is not granted within the
     timeout does not recover ("never"), and is not killed again.
 
 Prints one table, a column per peer, with each figure's ratio to
@@ -54,6 +54,7 @@ import json
 import math
 import multiprocessing
 import os
+import random
 import signal
 import statistics
 import sys
@@ -61,12 +62,12 @@ import threading
 import time
 from array import array
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Final, Optional
 
 from fastsem import _compare, _impl
 from fastsem.__main__ import Progress
 
-START_METHOD = "fork"
+START_METHOD: Final = "fork"
 CTX = multiprocessing.get_context(START_METHOD)
 
 FAIR = "fastsem.ProcessSemaphore"
@@ -267,15 +268,16 @@ class Plan:
     hold_ns: int  # how long a worker holds the permit
     kills: int
     recovery_timeout: float  # a waiter not granted this long after the kill: never
+    kill_spread: float  # the kill comes at a random moment this long after the waiter queued
 
 
 # "smoke" proves that everything runs (bench/test_processes_bench.py): its
 # figures mean nothing.
 # fmt: off
 PLANS = {p.mode: p for p in [
-    Plan("smoke",    1_000_000, 2, 0.005, 1, (4, 16), 0.05, 0.02, 10_000, 2,  0.3),
-    Plan("quick",    5_000_000, 3, 0.03,  3, (4, 16), 0.3,  0.05, 10_000, 5,  0.5),
-    Plan("default", 20_000_000, 5, 0.1,   5, (4, 16), 2.0,  0.2,  10_000, 20, 2.0),
+    Plan("smoke",    1_000_000, 2, 0.005, 1, (4, 16), 0.05, 0.02, 10_000, 2,  0.3, 0.02),
+    Plan("quick",    5_000_000, 3, 0.03,  3, (4, 16), 0.3,  0.05, 10_000, 5,  0.5, 0.2),
+    Plan("default", 20_000_000, 5, 0.1,   5, (4, 16), 2.0,  0.2,  10_000, 20, 2.0, 0.2),
 ]}
 # fmt: on
 
@@ -682,9 +684,10 @@ def _wait_queued(peer: Peer, sem: Any) -> None:
         time.sleep(0.0005)
 
 
-def recovery_once(peer: Peer, timeout: float) -> int | None:
+def recovery_once(peer: Peer, timeout: float, delay: float) -> int | None:
     """ns from the SIGKILL of a permit's holder to its waiter's grant; None
-    if the waiter was not granted within `timeout` seconds."""
+    if the waiter was not granted within `timeout` seconds. The kill comes
+    `delay` seconds after the waiter queued."""
     sem = peer.new(1)
     holder_in, holder_out = CTX.Pipe(duplex=False)
     waiter_in, waiter_out = CTX.Pipe(duplex=False)
@@ -697,6 +700,7 @@ def recovery_once(peer: Peer, timeout: float) -> int | None:
         runners.append(_start(peer, _wait_for_permit, peer.acquire_for, sem, timeout, waiter_out))
         _receive(waiter_in, what)
         _wait_queued(peer, sem)
+        time.sleep(delay)
         killed = time.monotonic_ns()
         os.kill(holder.pid, signal.SIGKILL)
         granted, when = _receive(waiter_in, what, timeout + PATIENCE)
@@ -710,12 +714,16 @@ def recovery_once(peer: Peer, timeout: float) -> int | None:
 
 
 def measure_recovery(peer: Peer, plan: Plan, say: Callable[[str], None]) -> Recovery:
+    """Kills a holder plan.kills times, each at a random moment after its
+    waiter queued (a crash comes at any time, not in step with anything a
+    semaphore does); the same moments for every peer."""
+    chance = random.Random(0)
     times: list[int] = []
     never = False
     kills = 0
     while kills < plan.kills and not never:
         say(f"recovery: {peer.name}, kill {kills + 1}/{plan.kills}")
-        ns = recovery_once(peer, plan.recovery_timeout)
+        ns = recovery_once(peer, plan.recovery_timeout, chance.uniform(0, plan.kill_spread))
         kills += 1
         if ns is None:
             never = True
@@ -961,21 +969,20 @@ def table_lines(run: Run) -> list[list[str]]:
     for n in run.plan.workers:
         key = contended_key(n)
 
-        def con(r: Row, key: str = key) -> Contended | None:
-            return r.contended.get(key)
+        # Each cell function is called at once, by line(): `key` is this
+        # configuration's.
+        def contended(label: str, cell: Callable[[Contended], str], key: str = key) -> None:
+            line(label, lambda r: _with(r.contended.get(key), cell))
 
         def max_wait(r: Row, key: str = key) -> float | None:
             c = r.contended.get(key)
             return c.wait_max_ns if c else None
 
         lines.append([f"{n} processes on value 1", *("" for _ in rows)])
-        line("  ops/s", lambda r, con=con: _with(con(r), lambda c: _num(c.ops_per_s)))
-        line("  Jain", lambda r, con=con: _with(con(r), lambda c: _fixed(c.jain, 3)))
-        line(
-            "  barges",
-            lambda r, con=con: _with(con(r), lambda c: f"{c.barges:,}/{c.acquisitions:,}"),
-        )
-        line("  p99 wait ms", lambda r, con=con: _with(con(r), lambda c: _ms(c.wait_p99_ns)))
+        contended("  ops/s", lambda c: _num(c.ops_per_s))
+        contended("  Jain", lambda c: _fixed(c.jain, 3))
+        contended("  barges", lambda c: f"{c.barges:,}/{c.acquisitions:,}")
+        contended("  p99 wait ms", lambda c: _ms(c.wait_p99_ns))
         line("  max wait ms", lambda r: _ms(max_wait(r)))
         versus("    x multiprocessing", max_wait)
     kills = run.plan.kills
@@ -1032,8 +1039,9 @@ def footnote(run: Run) -> str:
             "called acquire() before that grant's release; of all grants.",
             "  p99 / max wait: of every acquire() in the window, timed by the worker "
             "(time.monotonic_ns).",
-            "recovery: from the SIGKILL of the holder to the grant to a waiting process; "
-            "'never': not granted within the timeout.",
+            "recovery: from the SIGKILL of the holder, at a random moment up to "
+            f"{p.kill_spread:g} s after a process queued for its permit, to that process's "
+            "grant; 'never': not granted within the timeout.",
             "x multiprocessing: the figure over multiprocessing.Semaphore's.",
             "threading (threads): threads of one process in place of processes, for "
             "reference; it has no recovery.",
