@@ -23,6 +23,10 @@ handoff
     releases the second's and waits on its own, the second the other way
     round, so a round trip is two handoffs from one process to the other. ns
     per handoff, the median of repeats, each in a new pair of processes.
+    Where the scheduler puts the pair decides much of it: on one CPU a
+    handoff is a direct switch, on two a wake-up across CPUs, which a waiter
+    that spins can save and one that sleeps at once cannot; and a spinning
+    waiter on the releaser's own CPU only delays it. Runs differ for that.
 contended
     4 and 16 processes on a semaphore of value 1, each looping acquire /
     hold a few microseconds / release for a fixed time. Each worker stamps,
@@ -36,8 +40,9 @@ contended
 recovery
     A process holds the permit of a value-1 semaphore, another waits for it,
     and at a random moment after the waiter queued the holder is SIGKILLed:
-    the time from the kill to the waiter's grant, over repeated kills. A peer whose waiter is not granted within the
-    timeout does not recover ("never"), and is not killed again.
+    the time from the kill to the waiter's grant, over repeated kills. A peer
+    whose waiter is not granted within the timeout does not recover
+    ("never"), and is not killed again.
 
 Prints one table, a column per peer, with each figure's ratio to
 multiprocessing.Semaphore's, then the goals and whether they are met;
