@@ -25,9 +25,15 @@ import fastsem
 from fastsem import _compare
 from fastsem.__main__ import COLUMNS
 
-FAIR_FASTSEM = {_compare.FASTSEM, _compare.FASTSEM_BOUNDED, _compare.FASTSEM_PURE}
+FAIR_FASTSEM = {_compare.FASTSEM, peers.FASTSEM_BOUNDED, _compare.FASTSEM_PURE}
 HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 GOALS_SCRIPT = Path(__file__).with_name("goals.py")
+# The goals whose figures python -m fastsem measures: fastsem against the
+# floor, one thread and two; 16 threads on value 1; barging.
+FROM_PYTHON_M_FASTSEM = {
+    "pair", "with", "handoff", "no-barging", "nonfair-throughput-16t",
+    *(f"fair-{what}-16t" for what in ("throughput", "jain", "max-min", "p99-wait", "max-wait")),
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +66,10 @@ def test_table_names_every_contender_and_column(quick_run):
     table = proc.stdout
     for c in _compare.contenders():
         assert c.name in table
-    for column, _ in COLUMNS:
+    for column in COLUMNS:
         assert column in table
     assert "Jain" in table and "barges" in table
-    # The other thread counts of the run, in a second table.
-    for label in ("4t v1 ops/s", "4t v2 ops/s", "16t v8 ops/s"):
-        assert label in table
+    assert "(GIL build)" in table or "(free-threaded build, GIL " in table
     # Progress goes to stderr, never into the table; no goal is printed.
     assert "[1/" not in table
     assert "[1/" in proc.stderr
@@ -123,15 +127,8 @@ def test_json_has_every_workload(quick_run):
             ps = [p for p, _ in run["wait_percentiles_ns"]]
             waits = [w for _, w in run["wait_percentiles_ns"]]
             assert ps == sorted(ps) and waits == sorted(waits), name
-            if run["value"] == 1:
-                assert run["exclusion_violations"] == 0, name
-            else:
-                assert run["exclusion_violations"] is None, name
-    # The contenders the goals compare, on the goals' configurations.
-    names = [r for r in (_compare.FASTSEM, _compare.FASTSEM_PURE, _compare.THREADING) if r in rows]
-    for name in names:
-        for key in ("t4_v1", "t4_v2", "t16_v1", "t16_v8"):
-            assert _number(rows[name]["contended"][key]["ops_per_s"]), (name, key)
+            assert run["value"] == 1, name
+            assert run["exclusion_violations"] == 0, name
 
 
 @pytest.mark.skipif(not HAVE_MATPLOTLIB, reason="matplotlib is not installed")
@@ -190,15 +187,17 @@ def test_goals_judges_a_run(quick_run):
     proc = _goals(str(path))
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
+    measured = set()
     for g in goals.GOALS:
         (line,) = [x for x in lines if x.startswith(g.id + " ")]
         verdict = [v for v in ("NOT MET", "not measured", "met") if f"  {v}" in line]
         assert verdict, line
-        # python -m fastsem measures every goal of its workloads, in C.
-        from_the_run = g.figure.workload.split()[0] in ("pair", "with_block", "handoff",
-                                                        "contended", "barging")  # fmt: skip
-        if from_the_run and fastsem.IMPLEMENTATION == "c":
-            assert verdict[0] != "not measured", line
+        if verdict[0] != "not measured":
+            measured.add(g.id)
+    # python -m fastsem measures every goal of its workloads, in C (the other
+    # contenders and configurations are the benchmark suite's).
+    if fastsem.IMPLEMENTATION == "c":
+        assert measured == FROM_PYTHON_M_FASTSEM
     assert "issue" not in proc.stdout.lower()
 
 

@@ -33,7 +33,7 @@ def _fastsem_window(threads: int, value: int, seconds: float, warmup: float) -> 
     window = _compare.contended_window(
         FASTSEM, threads=threads, value=value, seconds=seconds, warmup=warmup
     )
-    figures = _compare.summarize([window])
+    figures = _compare.summarize([window], value)
     gc.collect()
     return {
         "ops_per_s": figures.ops_per_s,

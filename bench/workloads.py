@@ -1,6 +1,7 @@
 """The workloads only the benchmark suite runs: FIFO order, memory, creation
 and release(n). The others (uncontended, handoff, contended, barging) are
-``fastsem._compare``'s, shared with ``python -m fastsem``.
+``fastsem._compare``'s, shared with ``python -m fastsem``. Each takes a
+``peers.Peer``.
 
 fifo
     Waiters queue one at a time (each is seen queued before the next one
@@ -30,11 +31,30 @@ import tracemalloc
 from dataclasses import dataclass
 from typing import Any
 
-from fastsem._compare import JOIN_TIMEOUT, Contender, drained, join_all, wait_queued
+from peers import Peer
+
+from fastsem._compare import JOIN_TIMEOUT, drained, wait_queued
 
 # Stack size of the threads queued by release(n) (5,000 threads of the
 # default 8 MiB would reserve 40 GiB of address space).
 RELEASE_N_STACK_SIZE = 256 * 1024
+
+
+def join_all(pool: list[threading.Thread], name: str, timeout: float = JOIN_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    for t in pool:
+        t.join(max(0.0, deadline - time.monotonic()))
+    hung = sum(t.is_alive() for t in pool)
+    if hung:
+        raise RuntimeError(f"{name}: {hung} of {len(pool)} threads did not finish in {timeout} s")
+
+
+def started_and_queued(c: Peer, sem: Any, count: int, started: threading.Event) -> None:
+    """Returns once the thread that sets `started` just before it calls
+    acquire() has started, and `count` threads are (taken to be) queued."""
+    if not started.wait(10.0):
+        raise RuntimeError(f"{c.name}: the waiter thread did not start")
+    wait_queued(c, sem, count)
 
 
 @dataclass
@@ -65,7 +85,7 @@ class ReleaseN:
     all_returned_ns_per_waiter: float
 
 
-def measure_fifo(c: Contender, *, waiters: int, rounds: int) -> Fifo:
+def measure_fifo(c: Peer, *, waiters: int, rounds: int) -> Fifo:
     """Grants in arrival order, out of waiters * rounds."""
     in_order = grants = 0
     for _ in range(rounds):
@@ -101,7 +121,7 @@ def measure_fifo(c: Contender, *, waiters: int, rounds: int) -> Fifo:
                 )
                 t.start()
                 pool.append(t)
-                wait_queued(c, sem, i + 1, started)
+                started_and_queued(c, sem, i + 1, started)
             queue = list(range(waiters))
             for _ in range(waiters):
                 sem.release()
@@ -123,7 +143,7 @@ def measure_fifo(c: Contender, *, waiters: int, rounds: int) -> Fifo:
     return Fifo(grants, in_order)
 
 
-def measure_memory(c: Contender, *, objects: int) -> Memory | None:
+def measure_memory(c: Peer, *, objects: int) -> Memory | None:
     """Bytes per object that tracemalloc sees, over `objects` made at once."""
     if c.new is None:
         return None
@@ -145,7 +165,7 @@ def measure_memory(c: Contender, *, objects: int) -> Memory | None:
     return Memory((after - before) / objects, objects)
 
 
-def measure_creation(c: Contender, *, objects: int, batch: int = 10_000) -> Creation | None:
+def measure_creation(c: Peer, *, objects: int, batch: int = 10_000) -> Creation | None:
     """ns to create one object, over `objects` made `batch` at a time (their
     destruction between batches is not timed)."""
     if c.new is None:
@@ -169,7 +189,7 @@ def measure_creation(c: Contender, *, objects: int, batch: int = 10_000) -> Crea
     return Creation(total_ns / objects, objects)
 
 
-def release_n_run(c: Contender, n: int) -> tuple[int, int]:
+def release_n_run(c: Peer, n: int) -> tuple[int, int]:
     """n threads queued on a semaphore of value 0, then one release(n): ns of
     that call, and ns until the last waiter returned."""
     if not c.release_n or c.queued is None:
@@ -195,7 +215,7 @@ def release_n_run(c: Contender, n: int) -> tuple[int, int]:
             t.start()
             pool.append(t)
         threading.stack_size(old_size)
-        wait_queued(c, sem, n, None)
+        wait_queued(c, sem, n)
         t0 = clock()
         sem.release(n)
         t1 = clock()
@@ -211,7 +231,7 @@ def release_n_run(c: Contender, n: int) -> tuple[int, int]:
     return t1 - t0, max(stamps) - t0
 
 
-def measure_release_n(c: Contender, *, n: int, repeats: int) -> ReleaseN:
+def measure_release_n(c: Peer, *, n: int, repeats: int) -> ReleaseN:
     """release_n_run, the median of `repeats`."""
     runs = [release_n_run(c, n) for _ in range(repeats)]
     gc.collect()
