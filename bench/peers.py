@@ -102,8 +102,6 @@ def contenders() -> list[Peer]:
             found.append(_peer(bounded, new=c_module.BoundedSemaphore))
         if c.name == _compare.THREADING:
             cls = threading.BoundedSemaphore
-            found.append(
-                Peer(THREADING_BOUNDED, cls, queued=_compare.condition_waiters, new=cls)
-            )
+            found.append(Peer(THREADING_BOUNDED, cls, queued=_compare.condition_waiters, new=cls))
     extra = [p for p in (_multiprocessing(), _posix_ipc()) if p is not None]
     return found[:-1] + extra + found[-1:]

@@ -36,9 +36,7 @@ def _once(benchmark: Any, measure: Callable[..., Any], *args: Any, **kwargs: Any
         pytest.param("with", marks=pytest.mark.benchmark(group="uncontended: with sem: pass")),
     ],
 )
-def test_uncontended(
-    benchmark: Any, contender: peers.Peer, kind: str, plan: _compare.Plan
-) -> None:
+def test_uncontended(benchmark: Any, contender: peers.Peer, kind: str, plan: _compare.Plan) -> None:
     (figures,) = _once(
         benchmark, _compare.measure_uncontended, [contender], kind,
         min_ns=plan.loop_ns, repeats=plan.loop_repeats,
@@ -109,9 +107,7 @@ def test_creation(benchmark: Any, contender: peers.Peer, sizes: Sizes) -> None:
     record(benchmark, contender.name, "creation", figures)
 
 
-def test_release_n(
-    benchmark: Any, contender: peers.Peer, release_size: int, sizes: Sizes
-) -> None:
+def test_release_n(benchmark: Any, contender: peers.Peer, release_size: int, sizes: Sizes) -> None:
     if not contender.release_n or contender.queued is None:
         pytest.skip(f"{contender.name}: no release(n), or no way to see its queue")
     figures = _once(

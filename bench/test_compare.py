@@ -12,10 +12,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import contention
 import goals
 import peers
 import pytest
@@ -244,3 +246,83 @@ def test_goals_read_the_suite_json():
     assert verdicts["pool-max-wait"].met is True
     assert verdicts["fifo-order"].met is False
     assert verdicts["memory"].met is None
+
+
+# --------------------------------------------------------------------------
+# bench/contention.py: 2, 4 and 16 threads on value 1 and T/2, and the floor
+
+CONTENTION_SCRIPT = Path(__file__).with_name("contention.py")
+
+
+@pytest.fixture(scope="module")
+def contention_run(tmp_path_factory):
+    """One tiny run of bench/contention.py: (process, JSON result, its path)."""
+    out = tmp_path_factory.mktemp("contention") / "run.json"
+    cmd = [sys.executable, str(CONTENTION_SCRIPT), "--seconds", "0.05", "--rounds", "1",
+           "--barge-trials", "5", "--json", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    result = json.loads(out.read_text()) if out.exists() else None
+    return proc, result, out
+
+
+def test_contention_prints_every_configuration(contention_run):
+    proc, _, _ = contention_run
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "(GIL build)" in lines[0] or "(free-threaded build, GIL " in lines[0]
+    assert any(line.startswith(contention.FLOOR) for line in lines)
+    for threads, value in contention.CONFIGS:
+        for c in _compare.contenders():
+            if value == 1 or not c.is_lock:
+                label = c.name + ("*" if c.is_lock else "")
+                cells = [str(threads), str(value), label]
+                row = [x for x in lines if re.split(r"\s{2,}", x)[:3] == cells]
+                assert len(row) == 1, (threads, value, c.name)
+    assert "goal" not in proc.stdout.lower() and "issue" not in proc.stdout.lower()
+
+
+def test_contention_json_has_every_figure(contention_run):
+    _, result, _ = contention_run
+    rows = {r["name"]: r for r in result["contenders"]}
+    assert result["contenders"][0]["name"] == contention.FLOOR
+    assert rows[contention.FLOOR]["pair"]["ns"] > 0
+    assert rows[contention.FLOOR]["contended"] == {}
+    keys = {_compare.config_key(t, v) for t, v in contention.CONFIGS}
+    assert keys == {"t2_v1", "t4_v1", "t4_v2", "t16_v1", "t16_v8"}
+    for c in _compare.contenders():
+        row = rows[c.name]
+        assert _number(row["pair"]["ns"]) and row["pair"]["ns"] > 0, c.name
+        want = {k for k in keys if k.endswith("_v1")} if c.is_lock else keys
+        assert set(row["contended"]) == want, c.name
+        for key, run in row["contended"].items():
+            assert _number(run["ops_per_s"]) and run["ops_per_s"] > 0, (c.name, key)
+            assert len(run["per_thread_counts"]) == run["threads"], (c.name, key)
+            waits = [w for _, w in run["wait_percentiles_ns"]]
+            assert waits == sorted(waits), (c.name, key)
+            # Behaviour, not timing: a value-1 semaphore admits one thread at once.
+            if run["value"] == 1:
+                assert run["exclusion_violations"] == 0, (c.name, key)
+                assert run["shared_counter_ok"], (c.name, key)
+            else:
+                assert run["exclusion_violations"] is None, (c.name, key)
+        if c.name in FAIR_FASTSEM:
+            assert row["barging"]["barges"] == 0, c.name
+
+
+def test_the_floor_goal_is_judged_only_with_the_gil_off(contention_run, tmp_path):
+    _, result, _ = contention_run
+    (goal,) = [g for g in goals.GOALS if g.id == "free-threaded-floor"]
+    verdicts = {}
+    for gil in (True, False):
+        data = json.loads(json.dumps(result))
+        data["machine"]["gil_enabled"] = gil
+        verdicts[gil] = goals.judge(goal, [("run", goals.figures_of(data))])
+    assert verdicts[True].met is None  # not measured: a GIL build calls faster
+    if fastsem.IMPLEMENTATION == "c":
+        assert verdicts[False].met is not None
+        floor = result["contenders"][0]["pair"]["ns"]
+        ours = next(r for r in result["contenders"] if r["name"] == _compare.FASTSEM)
+        assert verdicts[False].ratio == ours["pair"]["ns"] / floor
+    proc = _goals(str(contention_run[2]))
+    assert proc.returncode == 0, proc.stderr
+    assert "bench/contention.py" in proc.stdout

@@ -94,41 +94,50 @@ def table_rows(run: Run) -> list[list[str]]:
     return rows
 
 
-def format_table(header: list[str], rows: list[list[str]]) -> str:
-    """The first column left-aligned, the others right-aligned."""
+def format_table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
+    """The first `left` columns left-aligned, the others right-aligned."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
-        return "  ".join([cells[0].ljust(widths[0])] + [
-            cell.rjust(width) for cell, width in zip(cells[1:], widths[1:])
-        ]).rstrip()  # fmt: skip
+        return "  ".join(
+            cell.ljust(width) if i < left else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths))
+        ).rstrip()
 
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, rows)])
 
 
-def headline(run: Run) -> str:
-    m = run.machine
+def interpreter(m: dict[str, Any]) -> str:
+    """ "CPython 3.13.5 (free-threaded build, GIL off), Linux-... (2 CPUs)"."""
     build = "GIL build"
     if m["free_threaded_build"]:
         build = f"free-threaded build, GIL {'on' if m['gil_enabled'] else 'off'}"
     cpus = f"{m['cpu_count']} CPU{'s' if m['cpu_count'] != 1 else ''}"
+    return f"{m['python_implementation']} {m['python_version']} ({build}), {m['platform']} ({cpus})"
+
+
+def headline(run: Run) -> str:
     return (
-        f"fastsem {m['fastsem_version']} vs threading.Semaphore on "
-        f"{m['python_implementation']} {m['python_version']} ({build}), {m['platform']} "
-        f"({cpus}); {run.plan.mode} run, {run.total_seconds:.0f} s"
+        f"fastsem {run.machine['fastsem_version']} vs threading.Semaphore on "
+        f"{interpreter(run.machine)}; {run.plan.mode} run, {run.total_seconds:.0f} s"
+    )
+
+
+def busy_note(m: dict[str, Any]) -> str:
+    """A note if other processes kept half the CPUs busy as the run began."""
+    load, cpus = m["load_average"], m["cpu_count"]
+    if load is None or load < cpus / 2:
+        return ""
+    return (
+        f"NOTE: the load average was {load:.1f} on {cpus} CPUs when the run began: "
+        "other processes may have disturbed the figures. Rerun on an idle machine."
     )
 
 
 def warnings(run: Run) -> list[str]:
     """Correctness problems seen while measuring (there should be none), and
     a machine that was busy when the run began."""
-    found = []
-    load, cpus = run.machine["load_average"], run.machine["cpu_count"]
-    if load is not None and load >= cpus / 2:
-        found.append(
-            f"NOTE: the load average was {load:.1f} on {cpus} CPUs when the run began: "
-            "other processes may have disturbed the figures. Rerun on an idle machine."
-        )
+    found = [busy_note(run.machine)] if busy_note(run.machine) else []
     for r in run.contenders:
         for con in r.contended.values():
             if con.exclusion_violations or con.shared_counter_ok is False:
