@@ -295,18 +295,20 @@ def handoff_run(c: Contender, round_trips: int) -> int:
     mine, theirs, ready, elapsed = drained(c), drained(c), threading.Barrier(2), [0]
 
     def pinger() -> None:
+        wake, wait = theirs.release, mine.acquire  # no attribute lookups in the loop
         ready.wait()
         t0 = time.perf_counter_ns()
         for _ in itertools.repeat(None, round_trips):
-            theirs.release()
-            mine.acquire()
+            wake()
+            wait()
         elapsed[0] = time.perf_counter_ns() - t0
 
     def ponger() -> None:
+        wait, wake = theirs.acquire, mine.release
         ready.wait()
         for _ in itertools.repeat(None, round_trips):
-            theirs.acquire()
-            mine.release()
+            wait()
+            wake()
 
     run_threads(c.name, [pinger, ponger])
     return elapsed[0]
