@@ -33,6 +33,8 @@ import time
 from types import SimpleNamespace
 from typing import Any, Callable
 
+import workloads
+
 from fastsem import _compare
 from fastsem.__main__ import busy_note, format_table, interpreter
 
@@ -40,7 +42,7 @@ from fastsem.__main__ import busy_note, format_table, interpreter
 # costs for the two calls an acquire() + release() makes.
 FLOOR = "floor: lock.locked() twice"
 CONFIGS = ((2, 1), (4, 1), (4, 2), (16, 1), (16, 8))  # 2 threads on 2/2 = 1 once
-PAIR_LOOP_NS, PAIR_REPEATS, BARGE_TRIALS = 20_000_000, 5, 200
+PAIR_LOOP_SECONDS, PAIR_REPEATS, BARGE_TRIALS = 0.02, 5, 200
 
 
 def _floor() -> _compare.Contender:
@@ -57,19 +59,20 @@ def measure(
     """Every figure of the run, as goals.py reads it: `seconds` measured per
     configuration and contender, in `rounds` interleaved windows."""
     warmup = min(0.1, seconds / 4)
-    loop_ns = min(PAIR_LOOP_NS, int(seconds * 1e8))  # tiny runs prove only that it runs
+    loop_seconds = min(PAIR_LOOP_SECONDS, seconds / 10)  # tiny runs prove only that it runs
     found = _compare.contenders()
     t0 = time.perf_counter()
     machine = _compare.machine_info()
     timed = [_floor(), *found]
     say("uncontended acquire()+release(), and the floor")
-    pairs = _compare.measure_uncontended(timed, "pair", min_ns=loop_ns, repeats=PAIR_REPEATS)
+    pairs = _compare.measure_uncontended(
+        timed, "pair", min_seconds=loop_seconds, repeats=PAIR_REPEATS
+    )
     rows: dict[str, dict[str, Any]] = {
-        c.name: {"name": c.name, "is_lock": c.is_lock, "fair": c.fair, "contended": {}}
-        for c in timed
-    }
-    for c, pair in zip(timed, pairs):
-        rows[c.name]["pair"] = dataclasses.asdict(pair) if pair else None
+        c.name: {"name": c.name, "is_lock": c.is_lock, "fair": c.fair, "pair_ns": ns,
+                 "contended": []}
+        for c, ns in zip(timed, pairs)
+    }  # fmt: skip
     for threads, value in CONFIGS:
         who = [c for c in found if value == 1 or not c.is_lock]
         windows: dict[str, list[_compare.Window]] = {c.name: [] for c in who}
@@ -79,14 +82,13 @@ def measure(
                 w = _compare.contended_window(c, threads, value, seconds / rounds, warmup)
                 windows[c.name].append(w)
                 gc.collect()
-        key = _compare.config_key(threads, value)
         for name, ws in windows.items():
-            rows[name]["contended"][key] = dataclasses.asdict(_compare.summarize(ws, value))
+            rows[name]["contended"].append(dataclasses.asdict(workloads.summarize(ws, value)))
     for c in found:
         say(f"barging: {c.name}")
-        barging = _compare.measure_barging(c, trials=barge_trials)
-        rows[c.name]["barging"] = dataclasses.asdict(barging)
-    plan = {"mode": "contention", "seconds": seconds, "rounds": rounds, "warmup": warmup}
+        rows[c.name]["barges"] = _compare.measure_barging(c, trials=barge_trials)
+    plan = {"mode": "contention", "seconds": seconds, "rounds": rounds, "warmup": warmup,
+            "barge_trials": barge_trials}  # fmt: skip
     total = time.perf_counter() - t0
     return {"machine": machine, "plan": plan, "contenders": list(rows.values()),
             "total_seconds": total}  # fmt: skip
@@ -97,28 +99,27 @@ def _ms(ns: float | None) -> str:
 
 
 def render(run: dict[str, Any]) -> str:
-    rows = run["contenders"]
-    floor = rows[0]["pair"]["ns"]
+    rows, trials = run["contenders"], run["plan"]["barge_trials"]
+    floor = rows[0]["pair_ns"]
     per_contender = [
         [
             r["name"],
-            f"{r['pair']['ns']:.1f}",
-            "floor" if r["name"] == FLOOR else f"{r['pair']['ns'] / floor:.2f}x",
-            "-" if "barging" not in r else "{barges}/{trials}".format(**r["barging"]),
+            f"{r['pair_ns']:.1f}",
+            "floor" if r["name"] == FLOOR else f"{r['pair_ns'] / floor:.2f}x",
+            f"{r['barges']}/{trials}" if "barges" in r else "-",
         ]
         for r in rows
     ]
     per_config = []
     for threads, value in CONFIGS:
-        key = _compare.config_key(threads, value)
         for r in rows:
-            con = r["contended"].get(key)
-            if con is not None:
-                per_config.append([
-                    str(threads), str(value), r["name"] + ("*" if r["is_lock"] else ""),
-                    f"{con['ops_per_s']:,.0f}", f"{con['jain']:.3f}" if con["jain"] else "-",
-                    _ms(con["wait_p99_ns"]), _ms(con["wait_max_ns"]),
-                ])  # fmt: skip
+            for con in r["contended"]:
+                if (con["threads"], con["value"]) == (threads, value):
+                    per_config.append([
+                        str(threads), str(value), r["name"] + ("*" if r["is_lock"] else ""),
+                        f"{con['ops_per_s']:,.0f}", f"{con['jain']:.3f}" if con["jain"] else "-",
+                        _ms(con["wait_p99_ns"]), _ms(con["wait_max_ns"]),
+                    ])  # fmt: skip
     m, plan = run["machine"], run["plan"]
     parts = [
         f"fastsem {m['fastsem_version']} under contention on {interpreter(m)}; "
@@ -141,7 +142,7 @@ def render(run: dict[str, Any]) -> str:
         "  no fairness promise.",
     ]
     note = busy_note(m)
-    return "\n".join(parts + (["", note] if note else []))
+    return "\n".join(parts + (["", *note] if note else []))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -90,7 +90,7 @@ def _uncontended() -> list[Goal]:
 def _contended(t: int) -> list[Goal]:
     """t threads on value 1 (and t/2): fair mode against the pure-Python FIFO
     semaphore and threading; non-fair mode's throughput against threading."""
-    k1, kh = f"contended {c.config_key(t, 1)}", f"contended {c.config_key(t, t // 2)}"
+    k1, kh = f"contended {peers.config_key(t, 1)}", f"contended {peers.config_key(t, t // 2)}"
     fair, pure = f"fair, {t} threads, value 1:", "the pure-Python FIFO semaphore"
     return [
         _versus(f"fair-throughput-{t}t", f"{fair} throughput, fastsem / {pure}", k1,
@@ -165,7 +165,7 @@ def _free_threaded() -> list[Goal]:
              Figure(c.FASTSEM, "pair", "ns"), "<=", 1.15, Figure(contention.FLOOR, "pair", "ns"),
              gil_off_only=True),
         Goal("fair-jain-2t", "fair, 2 threads, value 1: Jain's index of fastsem",
-             Figure(c.FASTSEM, f"contended {c.config_key(2, 1)}", "jain"), ">=", 0.99,
+             Figure(c.FASTSEM, f"contended {peers.config_key(2, 1)}", "jain"), ">=", 0.99,
              unit="index"),
     ]  # fmt: skip
 
@@ -193,14 +193,20 @@ def figures_of(data: dict[str, Any]) -> Figures:
             if "contender" in info and "workload" in info:
                 found[(info["contender"], info["workload"])] = info
         return found
-    # python -m fastsem's Run, or bench/contention.py's run of the same shape
+    # python -m fastsem's Run (one contended configuration), or bench/contention.py's
+    # run of the same shape (a list of them)
     found[BUILD] = {"gil_enabled": data["machine"].get("gil_enabled", True)}
     for row in data["contenders"]:
-        for workload in ("pair", "with_block", "handoff", "barging"):
-            if row.get(workload) is not None:
-                found[(row["name"], workload)] = row[workload]
-        for key, figures in row.get("contended", {}).items():
-            found[(row["name"], f"contended {key}")] = figures
+        name = row["name"]
+        for workload, field in (("pair", "pair_ns"), ("with_block", "with_ns"),
+                                ("handoff", "handoff_ns")):  # fmt: skip
+            if row.get(field) is not None:
+                found[(name, workload)] = {"ns": row[field]}
+        if row.get("barges") is not None:
+            found[(name, "barging")] = {"barges": row["barges"]}
+        contended = row.get("contended") or []
+        for con in contended if isinstance(contended, list) else [contended]:
+            found[(name, f"contended {peers.config_key(con['threads'], con['value'])}")] = con
     return found
 
 

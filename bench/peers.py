@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import _thread
 import dataclasses
+import functools
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -40,6 +41,11 @@ CORE_FLOOR = "floor: fastsem's C core alone, pthreads"
 class Peer(_compare.Contender):
     new: Callable[[], Any] | None = None  # makes one of value 1; None: not made in bulk
     release_n: bool = False  # release(n) exists and may go past the initial value
+
+
+def config_key(threads: int, value: int) -> str:
+    """How a contended configuration's figures are filed: "t16_v1"."""
+    return f"t{threads}_v{value}"
 
 
 def _posix_ipc() -> Peer | None:
@@ -80,7 +86,9 @@ def _multiprocessing() -> Peer | None:
 
 
 def _peer(c: _compare.Contender, **extra: Any) -> Peer:
-    return Peer(**{f.name: getattr(c, f.name) for f in dataclasses.fields(c)}, **extra)
+    """`c` as a Peer, `extra` its fields that differ."""
+    fields = {f.name: getattr(c, f.name) for f in dataclasses.fields(c)}
+    return Peer(**{**fields, **extra})
 
 
 def contenders() -> list[Peer]:
@@ -97,11 +105,13 @@ def contenders() -> list[Peer]:
     found: list[Peer] = []
     for c in _compare.contenders():
         found.append(_peer(c, new=new.get(c.name), release_n=not c.is_lock))
+        # The bounded ones: the same but for the class (release(n) may not pass the value).
         if c.name == _compare.FASTSEM and c_module is not None:
-            bounded = _compare.fastsem_contender(FASTSEM_BOUNDED, c_module.BoundedSemaphore)
-            found.append(_peer(bounded, new=c_module.BoundedSemaphore))
+            cls = c_module.BoundedSemaphore
+            make = functools.partial(cls, fair=True)
+            found.append(_peer(c, name=FASTSEM_BOUNDED, make=make, new=cls))
         if c.name == _compare.THREADING:
             cls = threading.BoundedSemaphore
-            found.append(Peer(THREADING_BOUNDED, cls, queued=_compare.condition_waiters, new=cls))
+            found.append(_peer(c, name=THREADING_BOUNDED, make=cls, new=cls))
     extra = [p for p in (_multiprocessing(), _posix_ipc()) if p is not None]
     return found[:-1] + extra + found[-1:]

@@ -37,22 +37,22 @@ def _once(benchmark: Any, measure: Callable[..., Any], *args: Any, **kwargs: Any
     ],
 )
 def test_uncontended(benchmark: Any, contender: peers.Peer, kind: str, plan: _compare.Plan) -> None:
-    (figures,) = _once(
+    (ns,) = _once(
         benchmark, _compare.measure_uncontended, [contender], kind,
-        min_ns=plan.loop_ns, repeats=plan.loop_repeats,
+        min_seconds=plan.loop_seconds, repeats=plan.loop_repeats,
     )  # fmt: skip
-    if figures is None:
+    if ns is None:
         pytest.skip(f"{contender.name} is not a context manager")
-    record(benchmark, contender.name, "pair" if kind == "pair" else "with_block", figures)
+    record(benchmark, contender.name, "pair" if kind == "pair" else "with_block", {"ns": ns})
 
 
 @pytest.mark.benchmark(group="handoff: ping-pong between 2 threads")
 def test_handoff(benchmark: Any, contender: peers.Peer, plan: _compare.Plan) -> None:
-    (figures,) = _once(
+    (ns,) = _once(
         benchmark, _compare.measure_handoff, [contender],
         seconds=plan.handoff_seconds, repeats=plan.handoff_repeats,
     )  # fmt: skip
-    record(benchmark, contender.name, "handoff", figures)
+    record(benchmark, contender.name, "handoff", {"ns": ns})
 
 
 def test_contended(
@@ -65,16 +65,16 @@ def test_contended(
         benchmark, _compare.contended_window, contender, threads=threads, value=value,
         seconds=plan.contended_seconds, warmup=plan.warmup,
     )  # fmt: skip
-    figures = _compare.summarize([window], value)
-    record(benchmark, contender.name, f"contended {_compare.config_key(threads, value)}", figures)
+    figures = workloads.summarize([window], value)
+    record(benchmark, contender.name, f"contended {peers.config_key(threads, value)}", figures)
     if value == 1:
-        assert figures.exclusion_violations == 0, "two threads inside a value-1 semaphore"
+        assert figures.exclusive, "two threads inside a value-1 semaphore, or a lost update"
 
 
 @pytest.mark.benchmark(group="barging: release() then a non-blocking acquire")
 def test_barging(benchmark: Any, contender: peers.Peer, plan: _compare.Plan) -> None:
-    figures = _once(benchmark, _compare.measure_barging, contender, trials=plan.barge_trials)
-    record(benchmark, contender.name, "barging", figures)
+    barges = _once(benchmark, _compare.measure_barging, contender, trials=plan.barge_trials)
+    record(benchmark, contender.name, "barging", {"barges": barges, "trials": plan.barge_trials})
 
 
 @pytest.mark.benchmark(group="FIFO: grants in arrival order")

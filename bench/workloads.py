@@ -1,7 +1,8 @@
 """The workloads only the benchmark suite runs: FIFO order, memory, creation
-and release(n). The others (uncontended, handoff, contended, barging) are
-``fastsem._compare``'s, shared with ``python -m fastsem``. Each takes a
-``peers.Peer``.
+and release(n), each on a ``peers.Peer``. The others (uncontended, handoff,
+contended, barging) are ``fastsem._compare``'s, shared with ``python -m
+fastsem``; ``summarize`` adds the suite's figures of a contended run to
+those its table shows.
 
 fifo
     Waiters queue one at a time (each is seen queued before the next one
@@ -22,6 +23,7 @@ release_n
 from __future__ import annotations
 
 import _thread
+import dataclasses
 import gc
 import itertools
 import statistics
@@ -33,11 +35,40 @@ from typing import Any
 
 from peers import Peer
 
+from fastsem import _compare
 from fastsem._compare import JOIN_TIMEOUT, drained, wait_queued
 
+WAIT_PERCENTILES = (1.0, 10.0, 50.0, 90.0, 99.0, 99.9, 99.99)
 # Stack size of the threads queued by release(n) (5,000 threads of the
 # default 8 MiB would reserve 40 GiB of address space).
 RELEASE_N_STACK_SIZE = 256 * 1024
+
+
+@dataclass
+class Contended(_compare.Contended):
+    """python -m fastsem's figures of a contended run, and the suite's."""
+
+    acquisitions: int
+    max_min_ratio: float | None  # of the least even window; None: a thread never got in
+    per_thread_counts: list[int]  # of the least even window
+    wait_p50_ns: int
+    wait_percentiles_ns: list[tuple[float, int]]
+
+
+def summarize(windows: list[_compare.Window], value: int) -> Contended:
+    """The figures of one configuration's windows (see _compare.summarize),
+    with the per-thread counts of the least even one, and the wait
+    distribution."""
+    worst = min(windows, key=lambda w: _compare.jain_index(w.counts) or -1.0).counts
+    waits = _compare.wait_percentiles(windows, list(WAIT_PERCENTILES))
+    return Contended(
+        **dataclasses.asdict(_compare.summarize(windows, value)),
+        acquisitions=sum(sum(w.counts) for w in windows),
+        max_min_ratio=max(worst) / min(worst) if min(worst) else None,
+        per_thread_counts=worst,
+        wait_p50_ns=waits[WAIT_PERCENTILES.index(50.0)],
+        wait_percentiles_ns=list(zip(WAIT_PERCENTILES, waits)),
+    )
 
 
 def join_all(pool: list[threading.Thread], name: str, timeout: float = JOIN_TIMEOUT) -> None:
