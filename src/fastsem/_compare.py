@@ -21,7 +21,6 @@ import sys
 import sysconfig
 import threading
 import time
-import timeit
 from array import array
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
@@ -165,21 +164,40 @@ def time_runs(
     return [figure(ns) if ns else None for ns in runs]
 
 
+def pair_loop(acquire: Callable[[], Any], release: Callable[[], Any], number: int) -> float:
+    t0 = time.perf_counter()
+    for _ in itertools.repeat(None, number):
+        acquire()
+        release()
+    return time.perf_counter() - t0
+
+
+def with_loop(sem: Any, number: int) -> float:
+    t0 = time.perf_counter()
+    for _ in itertools.repeat(None, number):
+        with sem:
+            pass
+    return time.perf_counter() - t0
+
+
 def measure_uncontended(
     found: list[Contender], kind: str, *, min_seconds: float, repeats: int
 ) -> list[float | None]:
     """ns per ``acquire(); release()`` (kind "pair") or ``with sem: pass``
     ("with"; None: not a context manager) in one thread: the best loop over
-    bound methods, gc off (timeit's; the loop's own cost included)."""
-    sems = [c.make(1) for c in found]
+    bound methods, gc off (as timeit; the loop's own cost included)."""
     timers: list[Any] = [
-        timeit.Timer("acquire(); release()", "acquire, release = sem.acquire, sem.release",
-                     globals={"sem": sem}).timeit if kind == "pair"
-        else timeit.Timer("with sem: pass", globals={"sem": sem}).timeit
-        if hasattr(sem, "__enter__") else None
-        for sem in sems
+        functools.partial(pair_loop, s.acquire, s.release) if kind == "pair"
+        else functools.partial(with_loop, s) if hasattr(s, "__enter__") else None
+        for s in (c.make(1) for c in found)
     ]  # fmt: skip
-    return time_runs(timers, min_seconds=min_seconds, repeats=repeats)
+    gc_was_on = gc.isenabled()
+    gc.disable()
+    try:
+        return time_runs(timers, min_seconds=min_seconds, repeats=repeats)
+    finally:
+        if gc_was_on:
+            gc.enable()
 
 
 def run_threads(name: str, targets: list[Callable[[], Any]], timeout: float = JOIN_TIMEOUT) -> None:
