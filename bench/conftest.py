@@ -14,10 +14,11 @@ whole measurement). The figures that matter are in each benchmark's
 ``extra_info``, filed by ``contender`` and ``workload`` (what goals.py reads
 from ``--benchmark-json``), and printed as one table per group at the end.
 
-The sizes: the shared workloads take theirs from ``fastsem._compare.PLANS``
-(the "full" row, or "smoke" under FASTSEM_BENCH_QUICK=1 or
-``--fastsem-quick``: only proves that the suite runs), the suite's own
-workloads from SIZES below, by the same row name.
+The sizes: PLANS and SIZES below, the "full" row, or "smoke" under
+FASTSEM_BENCH_QUICK=1 or ``--fastsem-quick`` (it only proves that the suite
+runs). PLANS sizes the workloads shared with ``python -m fastsem`` (its
+``fastsem._compare.Plan``), SIZES the suite's own and its contended
+configurations.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 class Sizes:
     """The sizes of the workloads only this suite runs (a row of SIZES)."""
 
+    configs: tuple[tuple[int, int], ...]  # the contended (threads, value) runs
     fifo_waiters: int
     fifo_rounds: int
     memory_objects: int
@@ -54,11 +56,19 @@ class Sizes:
     pool_seconds: float  # the pools' contended window
 
 
+# 2, 4 and 16 threads, on value 1 and on threads / 2 (2 on 1 once).
+CONFIGS = ((_compare.THREADS, 1), (2, 1), (4, 1), (4, 2), (16, 8))
 # fmt: off
 SIZES = {
-    #         fifo    memory   creation   release(n)               pool
-    "smoke": Sizes(4, 1,  1_000,   5_000,     (20,), 1,                1_000, 2,   0.03),
-    "full":  Sizes(50, 4, 100_000, 1_000_000, (100, 1000, 5000), 3,    50_000, 15, 2.0),
+    #         configs  fifo    memory   creation   release(n)             pool
+    "smoke": Sizes(CONFIGS, 4, 1,  1_000,   5_000,     (20,), 1,              1_000, 2,   0.03),
+    "full":  Sizes(CONFIGS, 50, 4, 100_000, 1_000_000, (100, 1000, 5000), 3,  50_000, 15, 2.0),
+}
+# The shared workloads: the smoke row proves that everything runs, its
+# figures mean nothing; a contended configuration measures 1 s per contender.
+PLANS = {
+    "smoke": _compare.Plan("smoke", 0.001, 2, 0.002, 2, 0.02, 0.01, 1, 3),
+    "full": dataclasses.replace(_compare.PLANS["full"], contended_seconds=1.0, rounds=1),
 }
 # fmt: on
 
@@ -96,7 +106,7 @@ def _mode(config: Any) -> str:
 
 @pytest.fixture(scope="session")
 def plan(request: Any) -> _compare.Plan:
-    return _compare.PLANS[_mode(request.config)]
+    return PLANS[_mode(request.config)]
 
 
 @pytest.fixture(scope="session")
@@ -113,11 +123,10 @@ def pytest_generate_tests(metafunc: Any) -> None:
     if "contender" in metafunc.fixturenames:
         metafunc.parametrize("contender", peers.contenders(), ids=attrgetter("name"))
     if "config" in metafunc.fixturenames:
-        configs = [(_compare.THREADS, 1), *_compare.PLANS[mode].configs]
         metafunc.parametrize(
             "config",
             [_param(tv, f"{tv[0]}threads-value{tv[1]}", f"contended: {tv[0]} threads, "
-                    f"value {tv[1]}") for tv in configs],
+                    f"value {tv[1]}") for tv in SIZES[mode].configs],
         )  # fmt: skip
     if "release_size" in metafunc.fixturenames:
         metafunc.parametrize(

@@ -3,16 +3,20 @@
     python -m fastsem --full --json run.json
     python -m pytest bench/ --benchmark-only --benchmark-json=bench.json
     python bench/goals.py run.json bench.json [--strict]
+    python bench/contention.py --json ft.json    # on a free-threaded build
+    python bench/goals.py ft.json
 
 Each goal is a ratio of two figures measured side by side (or one figure), a
-direction and a target. The files are JSON of ``python -m fastsem --json``
-or of the benchmark suite's ``--benchmark-json``, in any order; both name
+direction and a target. The files are JSON of ``python -m fastsem --json``,
+of ``bench/contention.py --json`` or of the benchmark suite's
+``--benchmark-json``, in any order; all name
 each figure by contender, workload and field. ``python -m fastsem`` measures
-the uncontended, handoff, contended and barging figures; FIFO order, memory,
-creation, release(n), the pools and what statistics cost are the suite's
-only. A goal takes both of its figures from the first file that has both, so
-a ratio is never made of two runs; a goal whose figures are in no file is
-listed as not measured.
+fastsem, threading.Semaphore and a lock, uncontended, in a handoff, with 16
+threads on value 1 and for barging; the bounded semaphores, the other thread
+counts, FIFO order, memory, creation, release(n), the pools and what
+statistics cost are the suite's only. A goal takes both of its figures from
+the first file that has both, so a ratio is never made of two runs; a goal
+whose figures are in no file is listed as not measured.
 
 Prints every goal with its ratio, target and verdict. Exits 0, or with
 --strict, 1 when a measured goal is not met.
@@ -27,6 +31,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import contention
 import peers
 
 from fastsem import _compare as c
@@ -48,6 +53,7 @@ class Goal:
     target: float
     per: Figure | None = None  # the ratio's denominator; None: the figure itself
     unit: str = "x"  # how the ratio reads: "x", "fraction", "count" or "index"
+    gil_off_only: bool = False  # judged only from a run with the GIL off
 
 
 OPS: dict[str, Callable[[float, float], bool]] = {
@@ -76,7 +82,7 @@ def _uncontended() -> list[Goal]:
         for id, what, workload, target in [("pair", pair, "pair", 0.55),
                                            ("with", block, "with_block", 1.0)]
         for suffix, cls, ours in [("", "Semaphore", c.FASTSEM),
-                                  ("-bounded", "BoundedSemaphore", c.FASTSEM_BOUNDED)]
+                                  ("-bounded", "BoundedSemaphore", peers.FASTSEM_BOUNDED)]
     ] + [_versus("handoff", "handoff ping-pong between 2 threads: fastsem / _thread locks",
                  "handoff", "ns", "<=", 1.15, c.FASTSEM, c.LOCK)]  # fmt: skip
 
@@ -84,7 +90,7 @@ def _uncontended() -> list[Goal]:
 def _contended(t: int) -> list[Goal]:
     """t threads on value 1 (and t/2): fair mode against the pure-Python FIFO
     semaphore and threading; non-fair mode's throughput against threading."""
-    k1, kh = f"contended {c.config_key(t, 1)}", f"contended {c.config_key(t, t // 2)}"
+    k1, kh = f"contended {peers.config_key(t, 1)}", f"contended {peers.config_key(t, t // 2)}"
     fair, pure = f"fair, {t} threads, value 1:", "the pure-Python FIFO semaphore"
     return [
         _versus(f"fair-throughput-{t}t", f"{fair} throughput, fastsem / {pure}", k1,
@@ -148,14 +154,34 @@ def _pool() -> list[Goal]:
     ]  # fmt: skip
 
 
+def _free_threaded() -> list[Goal]:
+    """With the GIL off (3.13t runs without the specializing interpreter, so
+    every call costs more): fastsem's pair against the interpreter's own
+    floor, two calls of a no-op builtin method, measured in the same loops
+    (bench/contention.py); and fairness with two threads too."""
+    return [
+        Goal("free-threaded-floor",
+             "GIL off: uncontended acquire()+release(), fastsem / two no-op builtin calls",
+             Figure(c.FASTSEM, "pair", "ns"), "<=", 1.15, Figure(contention.FLOOR, "pair", "ns"),
+             gil_off_only=True),
+        Goal("fair-jain-2t", "fair, 2 threads, value 1: Jain's index of fastsem",
+             Figure(c.FASTSEM, f"contended {peers.config_key(2, 1)}", "jain"), ">=", 0.99,
+             unit="index"),
+    ]  # fmt: skip
+
+
 # Unless a goal says otherwise, "fastsem" is the C core in fair mode.
-GOALS = [*_uncontended(), *_contended(4), *_contended(16), *_order_and_size(), *_pool()]
+GOALS = [
+    *_uncontended(), *_contended(4), *_contended(16), *_free_threaded(), *_order_and_size(),
+    *_pool(),
+]  # fmt: skip
 
 
 # --------------------------------------------------------------------------
 # Reading runs
 
 Figures = dict[tuple[str, str], dict[str, Any]]
+BUILD = ("interpreter", "build")  # where figures_of files whether the GIL was on
 
 
 def figures_of(data: dict[str, Any]) -> Figures:
@@ -167,12 +193,20 @@ def figures_of(data: dict[str, Any]) -> Figures:
             if "contender" in info and "workload" in info:
                 found[(info["contender"], info["workload"])] = info
         return found
-    for row in data["contenders"]:  # python -m fastsem: a Run
-        for workload in ("pair", "with_block", "handoff", "barging"):
-            if row.get(workload) is not None:
-                found[(row["name"], workload)] = row[workload]
-        for key, figures in row.get("contended", {}).items():
-            found[(row["name"], f"contended {key}")] = figures
+    # python -m fastsem's Run (one contended configuration), or bench/contention.py's
+    # run of the same shape (a list of them)
+    found[BUILD] = {"gil_enabled": data["machine"].get("gil_enabled", True)}
+    for row in data["contenders"]:
+        name = row["name"]
+        for workload, field in (("pair", "pair_ns"), ("with_block", "with_ns"),
+                                ("handoff", "handoff_ns")):  # fmt: skip
+            if row.get(field) is not None:
+                found[(name, workload)] = {"ns": row[field]}
+        if row.get("barges") is not None:
+            found[(name, "barging")] = {"barges": row["barges"]}
+        contended = row.get("contended") or []
+        for con in contended if isinstance(contended, list) else [contended]:
+            found[(name, f"contended {peers.config_key(con['threads'], con['value'])}")] = con
     return found
 
 
@@ -193,6 +227,8 @@ class Verdict:
 def judge(goal: Goal, sources: list[tuple[str, Figures]]) -> Verdict:
     """The goal measured in the first source that has all of its figures."""
     for name, figures in sources:
+        if goal.gil_off_only and figures.get(BUILD, {}).get("gil_enabled", True):
+            continue
         a = _value(figures, goal.figure)
         b = _value(figures, goal.per) if goal.per else 1.0
         if a is None or not b:
@@ -273,15 +309,16 @@ def describe(name: str, data: dict[str, Any]) -> str:
     if "benchmarks" in data:
         m = data.get("machine_info", {})
         return f"{name}: benchmark suite, {m.get('python_version', '?')}, {data.get('datetime')}"
-    m = data["machine"]
+    m, mode = data["machine"], data["plan"]["mode"]
+    tool = "bench/contention.py" if mode == "contention" else "python -m fastsem"
+    gil = "" if m.get("gil_enabled", True) else " (GIL off)"
     line = (
-        f"{name}: python -m fastsem, {m['python_implementation']} {m['python_version']}, "
-        f"fastsem {m['fastsem_version']} ({m['fastsem_implementation']}), "
-        f"{data['plan']['mode']} run, {m['date']}"
+        f"{name}: {tool}, {m['python_implementation']} {m['python_version']}{gil}, "
+        f"fastsem {m['fastsem_version']} ({m['fastsem_implementation']}), {mode} run, {m['date']}"
     )
-    share = (data.get("noise") or {}).get("other_cpu_share")
-    if share is not None and share > 0.05:
-        line += f"; WARNING: other processes took {share:.0%} of the CPUs' time"
+    load, cpus = m.get("load_average"), m.get("cpu_count") or 1
+    if load is not None and load >= cpus / 2:
+        line += f"; NOTE: load average {load:.1f} on {cpus} CPUs when it began"
     return line
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 from typing import Any, Callable
 
+import peers
 import pytest
 import workloads
 from conftest import Sizes, record
@@ -35,29 +36,27 @@ def _once(benchmark: Any, measure: Callable[..., Any], *args: Any, **kwargs: Any
         pytest.param("with", marks=pytest.mark.benchmark(group="uncontended: with sem: pass")),
     ],
 )
-def test_uncontended(
-    benchmark: Any, contender: _compare.Contender, kind: str, plan: _compare.Plan
-) -> None:
-    (figures,) = _once(
+def test_uncontended(benchmark: Any, contender: peers.Peer, kind: str, plan: _compare.Plan) -> None:
+    (ns,) = _once(
         benchmark, _compare.measure_uncontended, [contender], kind,
-        min_ns=plan.loop_ns, repeats=plan.loop_repeats,
+        min_seconds=plan.loop_seconds, repeats=plan.loop_repeats,
     )  # fmt: skip
-    if figures is None:
+    if ns is None:
         pytest.skip(f"{contender.name} is not a context manager")
-    record(benchmark, contender.name, "pair" if kind == "pair" else "with_block", figures)
+    record(benchmark, contender.name, "pair" if kind == "pair" else "with_block", {"ns": ns})
 
 
 @pytest.mark.benchmark(group="handoff: ping-pong between 2 threads")
-def test_handoff(benchmark: Any, contender: _compare.Contender, plan: _compare.Plan) -> None:
-    (figures,) = _once(
+def test_handoff(benchmark: Any, contender: peers.Peer, plan: _compare.Plan) -> None:
+    (ns,) = _once(
         benchmark, _compare.measure_handoff, [contender],
         seconds=plan.handoff_seconds, repeats=plan.handoff_repeats,
     )  # fmt: skip
-    record(benchmark, contender.name, "handoff", figures)
+    record(benchmark, contender.name, "handoff", {"ns": ns})
 
 
 def test_contended(
-    benchmark: Any, contender: _compare.Contender, config: tuple[int, int], plan: _compare.Plan
+    benchmark: Any, contender: peers.Peer, config: tuple[int, int], plan: _compare.Plan
 ) -> None:
     threads, value = config
     if contender.is_lock and value != 1:
@@ -66,20 +65,20 @@ def test_contended(
         benchmark, _compare.contended_window, contender, threads=threads, value=value,
         seconds=plan.contended_seconds, warmup=plan.warmup,
     )  # fmt: skip
-    figures = _compare.summarize([window])
-    record(benchmark, contender.name, f"contended {_compare.config_key(threads, value)}", figures)
+    figures = workloads.summarize([window], value)
+    record(benchmark, contender.name, f"contended {peers.config_key(threads, value)}", figures)
     if value == 1:
-        assert figures.exclusion_violations == 0, "two threads inside a value-1 semaphore"
+        assert figures.exclusive, "two threads inside a value-1 semaphore, or a lost update"
 
 
 @pytest.mark.benchmark(group="barging: release() then a non-blocking acquire")
-def test_barging(benchmark: Any, contender: _compare.Contender, plan: _compare.Plan) -> None:
-    figures = _once(benchmark, _compare.measure_barging, contender, trials=plan.barge_trials)
-    record(benchmark, contender.name, "barging", figures)
+def test_barging(benchmark: Any, contender: peers.Peer, plan: _compare.Plan) -> None:
+    barges = _once(benchmark, _compare.measure_barging, contender, trials=plan.barge_trials)
+    record(benchmark, contender.name, "barging", {"barges": barges, "trials": plan.barge_trials})
 
 
 @pytest.mark.benchmark(group="FIFO: grants in arrival order")
-def test_fifo(benchmark: Any, contender: _compare.Contender, sizes: Sizes) -> None:
+def test_fifo(benchmark: Any, contender: peers.Peer, sizes: Sizes) -> None:
     figures = _once(
         benchmark, workloads.measure_fifo, contender,
         waiters=sizes.fifo_waiters, rounds=sizes.fifo_rounds,
@@ -87,20 +86,20 @@ def test_fifo(benchmark: Any, contender: _compare.Contender, sizes: Sizes) -> No
     record(benchmark, contender.name, "fifo", figures)
 
 
-def _needs_new(contender: _compare.Contender) -> None:
+def _needs_new(contender: peers.Peer) -> None:
     if contender.new is None:
         pytest.skip(f"{contender.name}: not made in bulk (same type as another, or a kernel one)")
 
 
 @pytest.mark.benchmark(group="memory: tracemalloc")
-def test_memory(benchmark: Any, contender: _compare.Contender, sizes: Sizes) -> None:
+def test_memory(benchmark: Any, contender: peers.Peer, sizes: Sizes) -> None:
     _needs_new(contender)
     figures = _once(benchmark, workloads.measure_memory, contender, objects=sizes.memory_objects)
     record(benchmark, contender.name, "memory", figures)
 
 
 @pytest.mark.benchmark(group="creation")
-def test_creation(benchmark: Any, contender: _compare.Contender, sizes: Sizes) -> None:
+def test_creation(benchmark: Any, contender: peers.Peer, sizes: Sizes) -> None:
     _needs_new(contender)
     figures = _once(
         benchmark, workloads.measure_creation, contender, objects=sizes.creation_objects
@@ -108,9 +107,7 @@ def test_creation(benchmark: Any, contender: _compare.Contender, sizes: Sizes) -
     record(benchmark, contender.name, "creation", figures)
 
 
-def test_release_n(
-    benchmark: Any, contender: _compare.Contender, release_size: int, sizes: Sizes
-) -> None:
+def test_release_n(benchmark: Any, contender: peers.Peer, release_size: int, sizes: Sizes) -> None:
     if not contender.release_n or contender.queued is None:
         pytest.skip(f"{contender.name}: no release(n), or no way to see its queue")
     figures = _once(

@@ -19,7 +19,9 @@ import gc
 from typing import Any
 
 import java_peer
+import peers
 import pytest
+import workloads
 from conftest import FIGURES, record
 
 from fastsem import _compare
@@ -33,7 +35,7 @@ def _fastsem_window(threads: int, value: int, seconds: float, warmup: float) -> 
     window = _compare.contended_window(
         FASTSEM, threads=threads, value=value, seconds=seconds, warmup=warmup
     )
-    figures = _compare.summarize([window])
+    figures = workloads.summarize([window], value)
     gc.collect()
     return {
         "ops_per_s": figures.ops_per_s,
@@ -66,7 +68,7 @@ def test_java_peer(benchmark: Any, config: tuple[int, int], plan: _compare.Plan)
         "max_wait_x": _over(ours["max_wait_ns"], java["max_wait_ns"]),
     }
     group = f"fastsem vs Java: {threads} threads, value {value}"
-    workload = f"java peer {_compare.config_key(threads, value)}"
+    workload = f"java peer {peers.config_key(threads, value)}"
     record(benchmark, _compare.FASTSEM, workload, ours, group)
     benchmark.extra_info.update({"java": dict(java), "fastsem_over_java": ratios})
     version = java.pop("java")

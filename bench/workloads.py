@@ -1,6 +1,8 @@
 """The workloads only the benchmark suite runs: FIFO order, memory, creation
-and release(n). The others (uncontended, handoff, contended, barging) are
-``fastsem._compare``'s, shared with ``python -m fastsem``.
+and release(n), each on a ``peers.Peer``. The others (uncontended, handoff,
+contended, barging) are ``fastsem._compare``'s, shared with ``python -m
+fastsem``; ``summarize`` adds the suite's figures of a contended run to
+those its table shows.
 
 fifo
     Waiters queue one at a time (each is seen queued before the next one
@@ -21,6 +23,7 @@ release_n
 from __future__ import annotations
 
 import _thread
+import dataclasses
 import gc
 import itertools
 import statistics
@@ -30,11 +33,59 @@ import tracemalloc
 from dataclasses import dataclass
 from typing import Any
 
-from fastsem._compare import JOIN_TIMEOUT, Contender, drained, join_all, wait_queued
+from peers import Peer
 
+from fastsem import _compare
+from fastsem._compare import JOIN_TIMEOUT, drained, wait_queued
+
+WAIT_PERCENTILES = (1.0, 10.0, 50.0, 90.0, 99.0, 99.9, 99.99)
 # Stack size of the threads queued by release(n) (5,000 threads of the
 # default 8 MiB would reserve 40 GiB of address space).
 RELEASE_N_STACK_SIZE = 256 * 1024
+
+
+@dataclass
+class Contended(_compare.Contended):
+    """python -m fastsem's figures of a contended run, and the suite's."""
+
+    acquisitions: int
+    max_min_ratio: float | None  # of the least even window; None: a thread never got in
+    per_thread_counts: list[int]  # of the least even window
+    wait_p50_ns: int
+    wait_percentiles_ns: list[tuple[float, int]]
+
+
+def summarize(windows: list[_compare.Window], value: int) -> Contended:
+    """The figures of one configuration's windows (see _compare.summarize),
+    with the per-thread counts of the least even one, and the wait
+    distribution."""
+    worst = min(windows, key=lambda w: _compare.jain_index(w.counts) or -1.0).counts
+    waits = _compare.wait_percentiles(windows, list(WAIT_PERCENTILES))
+    return Contended(
+        **dataclasses.asdict(_compare.summarize(windows, value)),
+        acquisitions=sum(sum(w.counts) for w in windows),
+        max_min_ratio=max(worst) / min(worst) if min(worst) else None,
+        per_thread_counts=worst,
+        wait_p50_ns=waits[WAIT_PERCENTILES.index(50.0)],
+        wait_percentiles_ns=list(zip(WAIT_PERCENTILES, waits)),
+    )
+
+
+def join_all(pool: list[threading.Thread], name: str, timeout: float = JOIN_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    for t in pool:
+        t.join(max(0.0, deadline - time.monotonic()))
+    hung = sum(t.is_alive() for t in pool)
+    if hung:
+        raise RuntimeError(f"{name}: {hung} of {len(pool)} threads did not finish in {timeout} s")
+
+
+def started_and_queued(c: Peer, sem: Any, count: int, started: threading.Event) -> None:
+    """Returns once the thread that sets `started` just before it calls
+    acquire() has started, and `count` threads are (taken to be) queued."""
+    if not started.wait(10.0):
+        raise RuntimeError(f"{c.name}: the waiter thread did not start")
+    wait_queued(c, sem, count)
 
 
 @dataclass
@@ -65,7 +116,7 @@ class ReleaseN:
     all_returned_ns_per_waiter: float
 
 
-def measure_fifo(c: Contender, *, waiters: int, rounds: int) -> Fifo:
+def measure_fifo(c: Peer, *, waiters: int, rounds: int) -> Fifo:
     """Grants in arrival order, out of waiters * rounds."""
     in_order = grants = 0
     for _ in range(rounds):
@@ -101,7 +152,7 @@ def measure_fifo(c: Contender, *, waiters: int, rounds: int) -> Fifo:
                 )
                 t.start()
                 pool.append(t)
-                wait_queued(c, sem, i + 1, started)
+                started_and_queued(c, sem, i + 1, started)
             queue = list(range(waiters))
             for _ in range(waiters):
                 sem.release()
@@ -123,7 +174,7 @@ def measure_fifo(c: Contender, *, waiters: int, rounds: int) -> Fifo:
     return Fifo(grants, in_order)
 
 
-def measure_memory(c: Contender, *, objects: int) -> Memory | None:
+def measure_memory(c: Peer, *, objects: int) -> Memory | None:
     """Bytes per object that tracemalloc sees, over `objects` made at once."""
     if c.new is None:
         return None
@@ -145,7 +196,7 @@ def measure_memory(c: Contender, *, objects: int) -> Memory | None:
     return Memory((after - before) / objects, objects)
 
 
-def measure_creation(c: Contender, *, objects: int, batch: int = 10_000) -> Creation | None:
+def measure_creation(c: Peer, *, objects: int, batch: int = 10_000) -> Creation | None:
     """ns to create one object, over `objects` made `batch` at a time (their
     destruction between batches is not timed)."""
     if c.new is None:
@@ -169,7 +220,7 @@ def measure_creation(c: Contender, *, objects: int, batch: int = 10_000) -> Crea
     return Creation(total_ns / objects, objects)
 
 
-def release_n_run(c: Contender, n: int) -> tuple[int, int]:
+def release_n_run(c: Peer, n: int) -> tuple[int, int]:
     """n threads queued on a semaphore of value 0, then one release(n): ns of
     that call, and ns until the last waiter returned."""
     if not c.release_n or c.queued is None:
@@ -195,7 +246,7 @@ def release_n_run(c: Contender, n: int) -> tuple[int, int]:
             t.start()
             pool.append(t)
         threading.stack_size(old_size)
-        wait_queued(c, sem, n, None)
+        wait_queued(c, sem, n)
         t0 = clock()
         sem.release(n)
         t1 = clock()
@@ -211,7 +262,7 @@ def release_n_run(c: Contender, n: int) -> tuple[int, int]:
     return t1 - t0, max(stamps) - t0
 
 
-def measure_release_n(c: Contender, *, n: int, repeats: int) -> ReleaseN:
+def measure_release_n(c: Peer, *, n: int, repeats: int) -> ReleaseN:
     """release_n_run, the median of `repeats`."""
     runs = [release_n_run(c, n) for _ in range(repeats)]
     gc.collect()
