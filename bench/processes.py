@@ -70,7 +70,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Final, Optional
 
 from fastsem import _compare, _impl
-from fastsem.__main__ import Progress
 
 START_METHOD: Final = "fork"
 CTX = multiprocessing.get_context(START_METHOD)
@@ -332,7 +331,7 @@ class Row:
     name: str
     header: str  # the column heading, "\\n" between its two lines
     same_process: bool
-    pair: _compare.Uncontended | None = None
+    pair: Uncontended | None = None
     handoff: Handoff | None = None
     contended: dict[str, Contended] = field(default_factory=dict)  # by contended_key()
     recovery: Recovery | None = None
@@ -420,13 +419,20 @@ def _report_error(conn: Any, exc: BaseException) -> None:
 # Uncontended
 
 
+@dataclass
+class Uncontended:
+    ns: float  # per acquire()+release(), the best of the timed loops
+
+
 def measure_uncontended(
     found: list[Peer], plan: Plan, say: Callable[[str], None]
-) -> list[_compare.Uncontended | None]:
+) -> list[Uncontended | None]:
     contenders = [_compare.Contender(p.name, p.new) for p in found]
-    return _compare.measure_uncontended(
-        contenders, "pair", min_ns=plan.loop_ns, repeats=plan.loop_repeats, say=say
+    say("uncontended acquire()+release()")
+    figures = _compare.measure_uncontended(
+        contenders, "pair", min_seconds=plan.loop_ns / 1e9, repeats=plan.loop_repeats
     )
+    return [None if ns is None else Uncontended(ns) for ns in figures]
 
 
 # --------------------------------------------------------------------------
@@ -819,12 +825,24 @@ def judge(rows: list[Row], plan: Plan) -> list[GoalResult]:
 # The run
 
 
+def _cpu_busy_seconds() -> float | None:
+    """CPU time spent busy by the whole machine so far (Linux), else None."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = f.readline().split()
+        # cpu user nice system idle iowait irq softirq steal ...
+        busy = sum(int(x) for x in fields[1:4]) + sum(int(x) for x in fields[6:9])
+        return busy / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
 class Noise:
     """CPU time other processes took while we measured: the machine's busy
     time less this process's and its children's (Linux; None elsewhere)."""
 
     def __init__(self) -> None:
-        self.busy0 = _compare._cpu_busy_seconds()
+        self.busy0 = _cpu_busy_seconds()
         self.ours0 = self._ours()
         self.wall0 = time.perf_counter()
 
@@ -834,7 +852,7 @@ class Noise:
         return t.user + t.system + t.children_user + t.children_system
 
     def read(self) -> dict[str, float | None]:
-        busy1 = _compare._cpu_busy_seconds()
+        busy1 = _cpu_busy_seconds()
         wall = time.perf_counter() - self.wall0
         if self.busy0 is None or busy1 is None or wall <= 0:
             return {"other_cpu_seconds": None, "other_cpu_share": None}
@@ -1020,7 +1038,7 @@ def headers(run: Run) -> list[list[str]]:
 
 def headline(run: Run) -> str:
     m = run.machine
-    cpu = f"{m['cpu_usable']} CPUs"
+    cpu = f"{m['cpu_count']} CPUs"
     if m.get("cpu_model"):
         cpu = f"{m['cpu_model']}, {cpu}"
     return (
@@ -1146,14 +1164,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
     args = parser.parse_args(argv)
     plan = PLANS["smoke" if args.smoke else "quick" if args.quick else "default"]
-    progress = Progress(sys.stderr)
+
+    def progress(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
     try:
         result = run(plan, progress)
     except KeyboardInterrupt:
-        progress.clear()
         print("interrupted", file=sys.stderr)
         return 130
-    progress.clear()
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(dataclasses.asdict(result), f, indent=2)
