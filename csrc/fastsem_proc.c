@@ -431,12 +431,36 @@ typedef struct op {
 
 static void serve(op *o);
 
+/* glibc's robust mutexes sleep at once when taken; the critical sections
+ * here are short, so a locker first tries for up to FSP_LOCK_SPIN_NS (with
+ * more than one CPU): a woken waiter often finds its waker still inside,
+ * and sleeping then costs it a second wake-up. */
+#define FSP_LOCK_SPIN_NS 20000
+
+static int lock_mutex(fsp_shared *sh)
+{
+    int rc = pthread_mutex_trylock(&sh->mutex);
+    if (rc != EBUSY)
+        return rc;
+    if (sh->spin_ns > 0) {
+        fs_time until = fs_now() + FSP_LOCK_SPIN_NS;
+        do {
+            for (int i = 0; i < 64; i++)
+                fs_cpu_relax();
+            rc = pthread_mutex_trylock(&sh->mutex);
+            if (rc != EBUSY)
+                return rc;
+        } while (fs_now() < until);
+    }
+    return pthread_mutex_lock(&sh->mutex);
+}
+
 static void op_begin(op *o, fsp_sem *s)
 {
     o->s = s;
     o->sh = s->shared;
     o->nwake = 0;
-    int rc = pthread_mutex_lock(&o->sh->mutex);
+    int rc = lock_mutex(o->sh);
     if (rc == EOWNERDEAD) {
         roll_back(o->sh);
         pthread_mutex_consistent(&o->sh->mutex);
@@ -444,23 +468,34 @@ static void op_begin(op *o, fsp_sem *s)
     }
 }
 
+/* A waiter is signalled by a bump of its futex word and a wake-up, both
+ * after the mutex is released: bumped earlier, a spinning waiter would see
+ * it at once and run into the mutex its waker still holds. No signal is
+ * lost: the waiter reads the word under the mutex when it looks, and sleeps
+ * only while it is unchanged. A slot reused meanwhile gets a spurious
+ * wake-up, which costs its new waiter one look. */
+static void send_signal(fsp_shared *sh, int32_t i)
+{
+    waiter_slot *w = slot(sh, i);
+    __atomic_fetch_add(&w->futex, 1, __ATOMIC_RELEASE);
+    futex_wake(&w->futex);
+}
+
 static void op_end(op *o)
 {
     pthread_mutex_unlock(&o->sh->mutex);
     for (int i = 0; i < o->nwake; i++)
-        futex_wake(&slot(o->sh, o->wake[i])->futex);
+        send_signal(o->sh, o->wake[i]);
 }
 
-/* Wakes a waiter once the mutex is released (at once if the batch is full:
- * correct, only slower). */
+/* Signals a waiter once the mutex is released (at once if the batch is
+ * full: correct, only slower). */
 static void signal_slot(op *o, int32_t i)
 {
-    waiter_slot *w = slot(o->sh, i);
-    __atomic_fetch_add(&w->futex, 1, __ATOMIC_RELEASE);
     if (o->nwake < FSP_WAKE_BATCH)
         o->wake[o->nwake++] = i;
     else
-        futex_wake(&w->futex);
+        send_signal(o->sh, i);
 }
 
 /* This process's record, found or made; -1 if none is free. */
