@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 import contention
 import peers
+import processes
 
 from fastsem import _compare as c
 
@@ -52,7 +53,7 @@ class Goal:
     op: str  # "<=", ">=", "<" or ">": ratio op target
     target: float
     per: Figure | None = None  # the ratio's denominator; None: the figure itself
-    unit: str = "x"  # how the ratio reads: "x", "fraction", "count" or "index"
+    unit: str = "x"  # how the ratio reads: "x", "fraction", "count", "index" or "ns"
     gil_off_only: bool = False  # judged only from a run with the GIL off
 
 
@@ -170,10 +171,82 @@ def _free_threaded() -> list[Goal]:
     ]  # fmt: skip
 
 
+def _processes() -> list[Goal]:
+    """fastsem.ProcessSemaphore, fair, against multiprocessing.Semaphore (a
+    bare sem_t), from bench/processes.py --json: the bookkeeping that makes
+    recovery possible against nothing; the handoff; fairness and the worst
+    wait with 4 and 16 processes; SIGKILL of a holder to the next grant."""
+    fair, mp = processes.FAIR, processes.MULTIPROCESSING
+    found = [
+        _versus(
+            "process-pair",
+            "processes, uncontended acquire()+release(): "
+            "fastsem.ProcessSemaphore / multiprocessing",
+            "pair",
+            "ns",
+            "<=",
+            1.2,
+            fair,
+            mp,
+        ),
+        _versus(
+            "process-handoff",
+            "handoff between 2 processes: fastsem.ProcessSemaphore / multiprocessing",
+            "handoff",
+            "ns",
+            "<=",
+            0.5,
+            fair,
+            mp,
+        ),
+    ]
+    for n in processes.PLANS["default"].workers:
+        k, on = f"contended {processes.contended_key(n)}", f"{n} processes, value 1:"
+        found += [
+            Goal(
+                f"process-jain-{n}p",
+                f"{on} Jain's index of fastsem.ProcessSemaphore",
+                Figure(fair, k, "jain"),
+                ">=",
+                0.99,
+                unit="index",
+            ),
+            Goal(
+                f"process-barging-{n}p",
+                f"{on} barges of fastsem.ProcessSemaphore",
+                Figure(fair, k, "barges"),
+                "<=",
+                0,
+                unit="count",
+            ),
+            _versus(
+                f"process-max-wait-{n}p",
+                f"{on} max wait, fastsem.ProcessSemaphore / multiprocessing",
+                k,
+                "wait_max_ns",
+                "<=",
+                0.1,
+                fair,
+                mp,
+            ),
+        ]
+    found.append(
+        Goal(
+            "process-recovery-p99",
+            "SIGKILL of a holder to the next grant, p99: fastsem.ProcessSemaphore",
+            Figure(fair, "recovery", "p99_ns"),
+            "<=",
+            1e9,
+            unit="ns",
+        )
+    )
+    return found  # fmt: skip
+
+
 # Unless a goal says otherwise, "fastsem" is the C core in fair mode.
 GOALS = [
     *_uncontended(), *_contended(4), *_contended(16), *_free_threaded(), *_order_and_size(),
-    *_pool(),
+    *_pool(), *_processes(),
 ]  # fmt: skip
 
 
@@ -192,6 +265,14 @@ def figures_of(data: dict[str, Any]) -> Figures:
             info = bench.get("extra_info") or {}
             if "contender" in info and "workload" in info:
                 found[(info["contender"], info["workload"])] = info
+        return found
+    if "start_method" in data:  # bench/processes.py
+        for row in data["contenders"]:
+            for workload in ("pair", "handoff", "recovery"):
+                if row.get(workload):
+                    found[(row["name"], workload)] = row[workload]
+            for key, con in (row.get("contended") or {}).items():
+                found[(row["name"], f"contended {key}")] = con
         return found
     # python -m fastsem's Run (one contended configuration), or bench/contention.py's
     # run of the same shape (a list of them)
@@ -250,6 +331,8 @@ def _amount(x: float, unit: str) -> str:
         return f"{x:.0f}"
     if unit == "index":
         return f"{x:.3f}"
+    if unit == "ns":
+        return f"{x / 1e9:.3g} s"
     return f"{x:.3g}x" if x < 100 else f"{x:.0f}x"
 
 

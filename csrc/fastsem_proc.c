@@ -339,7 +339,13 @@ static void roll_back(fsp_shared *sh)
 static _Atomic unsigned long g_generation;
 static pthread_once_t g_atfork_once = PTHREAD_ONCE_INIT;
 
-static void atfork_child(void) { atomic_fetch_add(&g_generation, 1); }
+static int g_cpus;
+
+static void atfork_child(void)
+{
+    atomic_fetch_add(&g_generation, 1);
+    __atomic_store_n(&g_cpus, 0, __ATOMIC_RELAXED); /* a child may run elsewhere */
+}
 
 static void register_atfork(void) { pthread_atfork(NULL, NULL, atfork_child); }
 
@@ -431,6 +437,34 @@ typedef struct op {
 
 static void serve(op *o);
 
+/* One step of a spin: a short pause, then a yield of the CPU. The process
+ * a spinner waits for (the releaser, the mutex's holder) is often on the
+ * same CPU, where a spin that does not yield keeps it from running: with
+ * two processes on one CPU, every handoff then costs the whole spin. A
+ * yield with nothing else to run returns at once. */
+/* Whether this process may run on more than one CPU (its affinity, which
+ * taskset or a container may narrow): alone on one, a spinner only delays
+ * the process it waits for. Read once per process. */
+static int may_spin(fsp_shared *sh)
+{
+    if (sh->spin_ns <= 0)
+        return 0;
+    int cpus = __atomic_load_n(&g_cpus, __ATOMIC_RELAXED);
+    if (cpus == 0) {
+        cpu_set_t set;
+        cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 2;
+        __atomic_store_n(&g_cpus, cpus, __ATOMIC_RELAXED);
+    }
+    return cpus > 1;
+}
+
+static void pause_yielding(void)
+{
+    for (int i = 0; i < 32; i++)
+        fs_cpu_relax();
+    sched_yield();
+}
+
 /* glibc's robust mutexes sleep at once when taken; the critical sections
  * here are short, so a locker first tries for up to FSP_LOCK_SPIN_NS (with
  * more than one CPU): a woken waiter often finds its waker still inside,
@@ -442,11 +476,10 @@ static int lock_mutex(fsp_shared *sh)
     int rc = pthread_mutex_trylock(&sh->mutex);
     if (rc != EBUSY)
         return rc;
-    if (sh->spin_ns > 0) {
+    if (may_spin(sh)) {
         fs_time until = fs_now() + FSP_LOCK_SPIN_NS;
         do {
-            for (int i = 0; i < 64; i++)
-                fs_cpu_relax();
+            pause_yielding();
             rc = pthread_mutex_trylock(&sh->mutex);
             if (rc != EBUSY)
                 return rc;
@@ -1050,11 +1083,11 @@ int fsp_wait(fsp_sem *s, fsp_ticket *t, fs_time deadline, fs_time wake_by)
             return FS_PAUSED;
         /* The head spins a little: a handoff often comes sooner than a
          * sleeping process can be woken. */
-        if (sh->spin_ns > 0 && __atomic_load_n(&sh->head, __ATOMIC_RELAXED) == t->slot) {
+        if (may_spin(sh) && __atomic_load_n(&sh->head, __ATOMIC_RELAXED) == t->slot) {
             fs_time until = now + sh->spin_ns;
             while (__atomic_load_n(&w->futex, __ATOMIC_ACQUIRE) == t->seen &&
                    fs_now() < until)
-                fs_cpu_relax();
+                pause_yielding();
         }
         if (__atomic_load_n(&w->futex, __ATOMIC_ACQUIRE) != t->seen)
             continue;
