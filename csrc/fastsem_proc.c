@@ -15,10 +15,11 @@
  *                                                   | [futex, state, links]|
  *                                                   +----------------------+
  *
- * One mutex guards the whole state. Unlike the thread core (fastsem_core.c)
- * there is no lock-free path: a process may die at any instruction, and a
- * state that is changed only under one mutex, in journaled steps, is one
- * that the next process can always put right.
+ * One mutex guards the whole state, but for the permit word's fast lane
+ * (below, "The permit word"): a process may die at any instruction, and a
+ * state that is changed only under one mutex, in journaled steps, or by one
+ * compare-and-swap that says what it changed, is one that the next process
+ * can always put right.
  *
  * Dying inside the critical section. The mutex is robust: when its owner
  * dies, the next locker gets EOWNERDEAD. The state may then be half-changed,
@@ -154,11 +155,42 @@ size_t fsp_recover(fsp_sem *s) { (void)s; return 0; }
 
 enum { W_FREE = 0, W_WAITING = 1, W_GRANTED = 2, W_CLOSED = 3 };
 
+/* The permit word: the free permits, and a fast lane that records what one
+ * process took without the mutex.
+ *
+ *    63     62      61..46        45..31       30..0
+ *  +------+--------+-------------+------------+--------------+
+ *  | SLOW | CLOSED | lane owner  | lane count | free permits |
+ *  +------+--------+-------------+------------+--------------+
+ *
+ * While SLOW is clear (nobody queued, no mutex holder at work, not a slot
+ * pool), an acquire by the lane's owner, or by anyone while the lane is
+ * empty, takes permits with one compare-and-swap that also adds them to the
+ * lane (owner: its record's index + 1); a release by the owner of permits
+ * in the lane gives them back the same way. One atomic change moves permits
+ * and records who holds them, so a process that dies at any instruction of
+ * the lock-free path leaves a word that says what it held. Everything else
+ * holds the mutex and first freezes the word (sets SLOW, so that no
+ * lock-free change can come) and empties the lane into the owner's record:
+ * under the mutex the word is then a journaled field like any other, and
+ * the records hold every permit held. SLOW is cleared again at the end if
+ * nobody is queued, after the journal is empty. */
+#define WORD_SLOW (UINT64_C(1) << 63)
+#define WORD_CLOSED (UINT64_C(1) << 62)
+#define LANE_OWNER_SHIFT 46
+#define LANE_OWNER_MASK (UINT64_C(0xFFFF) << LANE_OWNER_SHIFT)
+#define LANE_COUNT_SHIFT 31
+#define LANE_COUNT_MAX UINT64_C(0x7FFF)
+#define LANE_COUNT_MASK (LANE_COUNT_MAX << LANE_COUNT_SHIFT)
+#define FREE_MASK ((UINT64_C(1) << 31) - 1)
+
 typedef struct proc_record {
     int32_t pid;     /* 0: a free record */
     int32_t unused;
     uint64_t start;  /* the process's start time, in clock ticks after boot */
-    int64_t held;    /* permits acquired or granted and not released */
+    int64_t held;    /* permits acquired or granted and not released, less
+                        what the permit word's fast lane holds for it */
+    uint64_t fast_acquisitions; /* by the lock-free path: atomic adds */
 } proc_record;
 
 typedef struct waiter_slot {
@@ -201,10 +233,10 @@ struct fsp_shared {
     undo_entry undo[FSP_UNDO_MAX];
     /* Under the mutex, every change journaled; value, closed and waiting are
      * also read without it (snapshots). */
-    int64_t value;
+    uint64_t word;         /* the permit word (below); lock-free while thawed */
     int64_t max_value;     /* -1: unbounded */
     int32_t fair;
-    int32_t closed;
+    int32_t unused2;
     int32_t head, tail;    /* slot indices, -1: none */
     int64_t waiting;
     int64_t starve_ns;
@@ -246,6 +278,18 @@ static waiter_slot *slot(fsp_shared *sh, int32_t i)
     return (waiter_slot *)((char *)sh + waiters_offset(sh->max_procs)) + i;
 }
 
+static uint64_t load_word(fsp_shared *sh)
+{
+    return __atomic_load_n(&sh->word, __ATOMIC_ACQUIRE);
+}
+
+static int64_t free_permits(fsp_shared *sh)
+{
+    return (int64_t)(load_word(sh) & FREE_MASK);
+}
+
+static int is_closed(fsp_shared *sh) { return (load_word(sh) & WORD_CLOSED) != 0; }
+
 /* A pool's units: the holder's record index + 1, or 0 for a free unit. */
 static int32_t *unit_owner(fsp_shared *sh, int32_t u)
 {
@@ -279,7 +323,11 @@ static void journal(fsp_shared *sh, void *field, uint32_t size)
     undo_entry *e = &sh->undo[i];
     e->offset = (uint32_t)((char *)field - (char *)sh);
     e->size = size;
-    e->old = size == 8 ? *(uint64_t *)field : *(uint32_t *)field;
+    /* Atomic loads, though the mutex orders them: the permit word is also
+     * written lock-free (while thawed), and a sanitizer that cannot see the
+     * other processes' side of the mutex would take plain reads for races. */
+    e->old = size == 8 ? __atomic_load_n((uint64_t *)field, __ATOMIC_RELAXED)
+                       : __atomic_load_n((uint32_t *)field, __ATOMIC_RELAXED);
     atomic_signal_fence(memory_order_seq_cst);
     __atomic_store_n(&sh->undo_count, i + 1, __ATOMIC_RELAXED);
     atomic_signal_fence(memory_order_seq_cst);
@@ -302,7 +350,14 @@ static void set32(fsp_shared *sh, void *field, uint32_t v)
 
 static void add64(fsp_shared *sh, void *field, int64_t by)
 {
-    set64(sh, field, *(uint64_t *)field + (uint64_t)by);
+    set64(sh, field, __atomic_load_n((uint64_t *)field, __ATOMIC_RELAXED) + (uint64_t)by);
+}
+
+/* Under the mutex, with the word frozen: free permits up or down (the
+ * checks that keep the count within FSP_COUNT_MAX come first). */
+static void add_free(fsp_shared *sh, int64_t by)
+{
+    set64(sh, &sh->word, load_word(sh) + (uint64_t)by);
 }
 
 /* The state is consistent again: the step is done. */
@@ -488,6 +543,34 @@ static int lock_mutex(fsp_shared *sh)
     return pthread_mutex_lock(&sh->mutex);
 }
 
+/* Sets SLOW (no lock-free change can come after), then moves what the fast
+ * lane holds into its owner's record: one step. */
+static void freeze(fsp_shared *sh)
+{
+    uint64_t w = load_word(sh);
+    while (!(w & WORD_SLOW) &&
+           !__atomic_compare_exchange_n(&sh->word, &w, w | WORD_SLOW, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+        ;
+    w = load_word(sh);
+    uint64_t owner = (w & LANE_OWNER_MASK) >> LANE_OWNER_SHIFT;
+    if (owner != 0) {
+        int64_t lane = (int64_t)((w & LANE_COUNT_MASK) >> LANE_COUNT_SHIFT);
+        add64(sh, &record(sh, (int32_t)owner - 1)->held, lane);
+        set64(sh, &sh->word, w & ~(LANE_OWNER_MASK | LANE_COUNT_MASK));
+        commit(sh);
+    }
+}
+
+/* Clears SLOW when the lock-free paths may run again: nobody queued, not a
+ * slot pool. After every step is committed: from here on, other processes
+ * change the word without the mutex, so it must not be rolled back. */
+static void thaw(fsp_shared *sh)
+{
+    if (sh->head < 0 && sh->units == 0)
+        __atomic_store_n(&sh->word, load_word(sh) & ~WORD_SLOW, __ATOMIC_RELEASE);
+}
+
 static void op_begin(op *o, fsp_sem *s)
 {
     o->s = s;
@@ -495,9 +578,14 @@ static void op_begin(op *o, fsp_sem *s)
     o->nwake = 0;
     int rc = lock_mutex(o->sh);
     if (rc == EOWNERDEAD) {
+        /* The word was frozen when its owner died (it is never journaled
+         * while thawed), so rolling it back undoes no lock-free change. */
         roll_back(o->sh);
         pthread_mutex_consistent(&o->sh->mutex);
+        freeze(o->sh);
         serve(o);
+    } else {
+        freeze(o->sh);
     }
 }
 
@@ -516,6 +604,7 @@ static void send_signal(fsp_shared *sh, int32_t i)
 
 static void op_end(op *o)
 {
+    thaw(o->sh);
     pthread_mutex_unlock(&o->sh->mutex);
     for (int i = 0; i < o->nwake; i++)
         send_signal(o->sh, o->wake[i]);
@@ -531,14 +620,89 @@ static void signal_slot(op *o, int32_t i)
         send_signal(o->sh, i);
 }
 
+/* The handle's record is read by the lock-free paths without the mutex:
+ * the index is stored before the generation it belongs to. */
+static void remember_me(fsp_sem *s, int32_t me, unsigned long gen)
+{
+    __atomic_store_n(&s->me, me, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->me_generation, gen, __ATOMIC_RELEASE);
+}
+
+/* This process's record as the lock-free paths know it, or -1. */
+static int32_t known_me(fsp_sem *s)
+{
+    if (__atomic_load_n(&s->me_generation, __ATOMIC_ACQUIRE) != atomic_load(&g_generation))
+        return -1;
+    return __atomic_load_n(&s->me, __ATOMIC_RELAXED);
+}
+
+/* The lock-free acquire: n permits from a thawed word into this process's
+ * lane. 0 if the word is frozen or closed, too few are free, or another
+ * process's permits are in the lane (the mutex path then decides). */
+static int try_fast_acquire(fsp_sem *s, fs_count n)
+{
+    fsp_shared *sh = s->shared;
+    int32_t me = known_me(s);
+    if (me < 0 || (uint64_t)n > LANE_COUNT_MAX)
+        return 0;
+    uint64_t mine = (uint64_t)(me + 1) << LANE_OWNER_SHIFT;
+    uint64_t w = load_word(sh);
+    for (;;) {
+        uint64_t owner = w & LANE_OWNER_MASK;
+        uint64_t lane = (w & LANE_COUNT_MASK) >> LANE_COUNT_SHIFT;
+        if ((w & (WORD_SLOW | WORD_CLOSED)) || (w & FREE_MASK) < (uint64_t)n ||
+            (lane != 0 && owner != mine) || lane + (uint64_t)n > LANE_COUNT_MAX)
+            return 0;
+        uint64_t next = (w & ~(LANE_OWNER_MASK | LANE_COUNT_MASK | FREE_MASK)) | mine |
+                        ((lane + (uint64_t)n) << LANE_COUNT_SHIFT) |
+                        ((w & FREE_MASK) - (uint64_t)n);
+        if (__atomic_compare_exchange_n(&sh->word, &w, next, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+            break;
+    }
+    __atomic_fetch_add(&record(sh, me)->fast_acquisitions, 1, __ATOMIC_RELAXED);
+    return 1;
+}
+
+/* The lock-free release: n permits from this process's lane back to the
+ * free count. 0 if the word is frozen or the lane holds fewer of this
+ * process's permits (the mutex path then charges, serves and reports). The
+ * bound check cannot fail (the lock-free paths keep free + lane constant,
+ * and every mutex path empties the lane first); it is there so that no
+ * path can take the word past the bound. */
+static int try_fast_release(fsp_sem *s, fs_count n)
+{
+    fsp_shared *sh = s->shared;
+    int32_t me = known_me(s);
+    if (me < 0)
+        return 0;
+    uint64_t mine = (uint64_t)(me + 1) << LANE_OWNER_SHIFT;
+    uint64_t limit = sh->max_value >= 0 ? (uint64_t)sh->max_value : FREE_MASK;
+    uint64_t w = load_word(sh);
+    for (;;) {
+        uint64_t lane = (w & LANE_COUNT_MASK) >> LANE_COUNT_SHIFT;
+        if ((w & WORD_SLOW) || (w & LANE_OWNER_MASK) != mine || lane < (uint64_t)n ||
+            (w & FREE_MASK) + (uint64_t)n > limit)
+            return 0;
+        lane -= (uint64_t)n;
+        uint64_t next = (w & ~(LANE_OWNER_MASK | LANE_COUNT_MASK | FREE_MASK)) |
+                        (lane ? mine : 0) | (lane << LANE_COUNT_SHIFT) |
+                        ((w & FREE_MASK) + (uint64_t)n);
+        if (__atomic_compare_exchange_n(&sh->word, &w, next, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+            return 1;
+    }
+}
+
 /* This process's record, found or made; -1 if none is free. */
 static int32_t find_me(op *o, int make)
 {
     fsp_sem *s = o->s;
     fsp_shared *sh = o->sh;
     unsigned long gen = atomic_load(&g_generation);
-    if (s->me >= 0 && s->me_generation == gen)
-        return s->me;
+    int32_t known = known_me(s);
+    if (known >= 0)
+        return known;
     int32_t pid;
     uint64_t start;
     self_identity(&pid, &start);
@@ -546,9 +710,8 @@ static int32_t find_me(op *o, int make)
     for (uint32_t i = 0; i < sh->max_procs; i++) {
         proc_record *r = record(sh, (int32_t)i);
         if (r->pid == pid && r->start == start) {
-            s->me = (int32_t)i;
-            s->me_generation = gen;
-            return s->me;
+            remember_me(s, (int32_t)i, gen);
+            return (int32_t)i;
         }
         if (r->pid == 0 && free_one < 0)
             free_one = (int32_t)i;
@@ -558,10 +721,10 @@ static int32_t find_me(op *o, int make)
     proc_record *r = record(sh, free_one);
     set64(sh, &r->start, start);
     set64(sh, &r->held, 0);
+    set64(sh, &r->fast_acquisitions, 0);
     set32(sh, &r->pid, (uint32_t)pid);
     commit(sh);
-    s->me = free_one;
-    s->me_generation = gen;
+    remember_me(s, free_one, gen);
     return free_one;
 }
 
@@ -614,7 +777,7 @@ static void grant(op *o, int32_t i, int signal)
     fs_time waited = fs_now() - w->queued_at;
     if (waited < 0)
         waited = 0;
-    add64(sh, &sh->value, -w->want);
+    add_free(sh, -w->want);
     add64(sh, &record(sh, w->proc)->held, w->want);
     set32(sh, &w->unit, (uint32_t)take_unit(sh, w->proc));
     set64(sh, &w->waited, (uint64_t)waited);
@@ -635,7 +798,7 @@ static void grant(op *o, int32_t i, int signal)
 static void serve(op *o)
 {
     fsp_shared *sh = o->sh;
-    if (sh->closed) {
+    if (is_closed(sh)) {
         /* Closed: nobody may stay queued (a close whose process died in it
          * is finished here). */
         while (sh->head >= 0) {
@@ -649,7 +812,7 @@ static void serve(op *o)
     }
     while (sh->head >= 0) {
         waiter_slot *w = slot(sh, sh->head);
-        if (sh->value < w->want)
+        if (free_permits(sh) < w->want)
             return;
         if (!sh->fair && !w->starving) {
             signal_slot(o, sh->head);
@@ -662,7 +825,7 @@ static void serve(op *o)
 /* Whether n permits may be taken now, without queueing. */
 static int may_take(fsp_shared *sh, fs_count n)
 {
-    if (sh->value < n)
+    if (free_permits(sh) < n)
         return 0;
     if (sh->head < 0)
         return 1;
@@ -671,7 +834,7 @@ static int may_take(fsp_shared *sh, fs_count n)
 
 static int32_t take(fsp_shared *sh, int32_t me, fs_count n)
 {
-    add64(sh, &sh->value, -n);
+    add_free(sh, -n);
     add64(sh, &record(sh, me)->held, n);
     int32_t unit = take_unit(sh, me);
     count_acquisition(sh, 0, 0);
@@ -683,7 +846,7 @@ static int check_request(fsp_shared *sh, fs_count n)
 {
     if (n < 1)
         return FS_BAD_COUNT;
-    if (n > FS_COUNT_MAX)
+    if (n > FSP_COUNT_MAX)
         return FS_OVERFLOW;
     if (sh->max_value >= 0 && n > sh->max_value)
         return FS_OVER_MAX;
@@ -716,14 +879,18 @@ static int bury(op *o, int32_t i, int32_t pid, uint64_t start)
             commit(sh);
         }
     }
-    int64_t give = r->held;
-    if (sh->max_value >= 0 && give > sh->max_value - sh->value)
-        give = sh->max_value - sh->value; /* never past the bound */
+    int64_t give = r->held, room = FSP_COUNT_MAX - free_permits(sh);
+    if (sh->max_value >= 0)
+        room = sh->max_value - free_permits(sh); /* never past the bound */
+    if (give > room)
+        give = room;
     if (give > 0) {
-        add64(sh, &sh->value, give);
+        add_free(sh, give);
         add64(sh, &sh->stats.recovered, give);
     }
     add64(sh, &sh->stats.dead_processes, 1);
+    add64(sh, &sh->stats.acquisitions, (int64_t)r->fast_acquisitions);
+    set64(sh, &r->fast_acquisitions, 0);
     set64(sh, &r->held, 0);
     set64(sh, &r->start, 0);
     set32(sh, &r->pid, 0);
@@ -809,7 +976,7 @@ int fsp_create(fsp_sem *s, int fd, fs_count value, fs_count max_value, int fair,
     int rc = FS_OK;
     if (value < 0)
         rc = FS_BAD_VALUE;
-    else if (value > FS_COUNT_MAX || max_value > FS_COUNT_MAX)
+    else if (value > FSP_COUNT_MAX || max_value > FSP_COUNT_MAX)
         rc = FS_OVERFLOW;
     else if (max_value >= 0 && value > max_value)
         rc = FS_OVER_BOUND;
@@ -849,7 +1016,8 @@ int fsp_create(fsp_sem *s, int fd, fs_count value, fs_count max_value, int fair,
     sh->max_waiters = max_waiters;
     sh->units = units;
     sh->pidns = pid_namespace();
-    sh->value = value;
+    /* A slot pool's word stays frozen: every grant must take a unit. */
+    sh->word = (uint64_t)value | (units > 0 ? WORD_SLOW : 0);
     sh->max_value = max_value < 0 ? -1 : max_value;
     sh->fair = fair ? 1 : 0;
     sh->head = sh->tail = -1;
@@ -943,6 +1111,11 @@ static int acquire(fsp_sem *s, fsp_ticket *t, fs_count n, int enqueue)
     int rc = check_request(sh, n);
     if (rc != FS_OK)
         return rc;
+    if (try_fast_acquire(s, n)) {
+        if (t != NULL)
+            t->unit = -1;
+        return FS_OK;
+    }
     for (int attempt = 0;; attempt++) {
         op o;
         op_begin(&o, s);
@@ -954,7 +1127,7 @@ static int acquire(fsp_sem *s, fsp_ticket *t, fs_count n, int enqueue)
                 continue;
             return FSP_NO_ROOM;
         }
-        if (sh->closed) {
+        if (is_closed(sh)) {
             rc = FS_CLOSED;
         } else if (may_take(sh, n)) {
             int32_t unit = take(sh, me, n);
@@ -1030,7 +1203,7 @@ static int look(fsp_sem *s, fsp_ticket *t, fs_time deadline)
         set32(sh, &w->state, W_FREE);
         commit(sh);
         rc = FS_CLOSED;
-    } else if (!sh->fair && sh->value >= w->want &&
+    } else if (!sh->fair && free_permits(sh) >= w->want &&
                (sh->head == t->slot || !slot(sh, sh->head)->starving)) {
         /* Non-fair: woken to compete, and the permits are there. */
         grant(&o, t->slot, 0);
@@ -1117,7 +1290,7 @@ int fsp_cancel(fsp_sem *s, fsp_ticket *t)
             /* Granted, but the caller never saw it: the permits go on. */
             proc_record *r = record(sh, me);
             add64(sh, &r->held, r->held < w->want ? -r->held : -w->want);
-            add64(sh, &sh->value, w->want);
+            add_free(sh, w->want);
             if (w->unit >= 0)
                 set32(sh, unit_owner(sh, w->unit), 0);
             add64(sh, &sh->stats.interrupts, 1);
@@ -1138,14 +1311,16 @@ int fsp_release(fsp_sem *s, fs_count n)
         return FSP_NO_UNITS; /* a unit goes back by its number */
     if (n < 1)
         return FS_BAD_COUNT;
-    if (n > FS_COUNT_MAX)
+    if (n > FSP_COUNT_MAX)
         return FS_OVERFLOW;
+    if (try_fast_release(s, n))
+        return FS_OK;
     op o;
     op_begin(&o, s);
     int rc = FS_OK;
-    if (sh->max_value >= 0 && n > sh->max_value - sh->value)
+    if (sh->max_value >= 0 && n > sh->max_value - free_permits(sh))
         rc = FS_OVER_BOUND;
-    else if (n > FS_COUNT_MAX - sh->value)
+    else if (n > FSP_COUNT_MAX - free_permits(sh))
         rc = FS_OVERFLOW;
     else {
         int32_t me = find_me(&o, 0);
@@ -1154,7 +1329,7 @@ int fsp_release(fsp_sem *s, fs_count n)
             if (r->held > 0)
                 add64(sh, &r->held, r->held < n ? -r->held : -n);
         }
-        add64(sh, &sh->value, n);
+        add_free(sh, n);
         commit(sh);
         serve(&o);
     }
@@ -1180,7 +1355,7 @@ int fsp_release_unit(fsp_sem *s, int32_t unit)
         proc_record *r = record(sh, me);
         if (r->held > 0)
             add64(sh, &r->held, -1);
-        add64(sh, &sh->value, 1);
+        add_free(sh, 1);
         commit(sh);
         serve(&o);
     }
@@ -1201,10 +1376,7 @@ int32_t fsp_unit_holder(fsp_sem *s, int32_t unit)
 
 /* ---- the rest -------------------------------------------------------- */
 
-fs_count fsp_value(fsp_sem *s)
-{
-    return __atomic_load_n(&s->shared->value, __ATOMIC_RELAXED);
-}
+fs_count fsp_value(fsp_sem *s) { return free_permits(s->shared); }
 
 fs_count fsp_max_value(fsp_sem *s) { return s->shared->max_value; }
 
@@ -1215,7 +1387,7 @@ size_t fsp_waiting(fsp_sem *s)
 
 int fsp_fair(fsp_sem *s) { return s->shared->fair; }
 
-int fsp_closed(fsp_sem *s) { return __atomic_load_n(&s->shared->closed, __ATOMIC_RELAXED); }
+int fsp_closed(fsp_sem *s) { return is_closed(s->shared); }
 
 uint32_t fsp_max_processes(fsp_sem *s) { return s->shared->max_procs; }
 
@@ -1226,8 +1398,8 @@ void fsp_close(fsp_sem *s)
     fsp_shared *sh = s->shared;
     op o;
     op_begin(&o, s);
-    if (!sh->closed) {
-        set32(sh, &sh->closed, 1);
+    if (!is_closed(sh)) {
+        set64(sh, &sh->word, load_word(sh) | WORD_CLOSED);
         commit(sh);
     }
     serve(&o); /* turns every waiter away */
@@ -1241,6 +1413,9 @@ void fsp_statistics(fsp_sem *s, fsp_stats *out)
     op_begin(&o, s);
     const shared_stats *st = &sh->stats;
     out->base.acquisitions = st->acquisitions;
+    for (uint32_t i = 0; i < sh->max_procs; i++)
+        out->base.acquisitions +=
+            __atomic_load_n(&record(sh, (int32_t)i)->fast_acquisitions, __ATOMIC_RELAXED);
     out->base.contended = st->contended;
     out->base.timeouts = st->timeouts;
     out->base.interrupts = st->interrupts;
@@ -1262,6 +1437,8 @@ void fsp_reset_statistics(fsp_sem *s)
      * death leaves some counters unreset, nothing worse. */
     memset(&sh->stats, 0, sizeof sh->stats);
     sh->stats.max_waiting = (uint64_t)sh->waiting;
+    for (uint32_t i = 0; i < sh->max_procs; i++)
+        __atomic_store_n(&record(sh, (int32_t)i)->fast_acquisitions, 0, __ATOMIC_RELAXED);
     op_end(&o);
 }
 
@@ -1315,11 +1492,11 @@ int fsp_test_check(fsp_sem *s)
         broken = 4;
     else if (!broken && (listed != waiting || waiting != sh->waiting))
         broken = 5;
-    else if (!broken && (sh->value < 0 || (sh->max_value >= 0 && sh->value > sh->max_value)))
+    else if (!broken && sh->max_value >= 0 && free_permits(sh) > sh->max_value)
         broken = 6;
     else if (!broken && sh->undo_count != 0)
         broken = 7;
-    else if (!broken && sh->fair && sh->head >= 0 && sh->value >= slot(sh, sh->head)->want)
+    else if (!broken && sh->fair && sh->head >= 0 && free_permits(sh) >= slot(sh, sh->head)->want)
         broken = 8; /* fair mode: the head's request would fit */
     op_end(&o);
     return broken;

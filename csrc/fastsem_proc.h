@@ -55,7 +55,11 @@ enum {
 
 #define FSP_DEFAULT_MAX_PROCESSES 256
 #define FSP_DEFAULT_MAX_WAITERS 1024
-#define FSP_LIMIT_MAX 65536
+#define FSP_LIMIT_MAX 65535
+
+/* The largest count a process semaphore holds (its permit word keeps a fast
+ * lane beside the count: fastsem_proc.c). */
+#define FSP_COUNT_MAX ((fs_count)0x7FFFFFFF)
 
 /* How often waiters look for dead processes (at most; the look is shared by
  * all of them), and so about how long a dead holder's permits stay lost. */

@@ -11,7 +11,11 @@ import time
 
 
 def hold_forever(sem, ready, n=1):
-    """Acquires n permits, says so, and sleeps until killed."""
+    """Acquires n permits, says so, and sleeps until killed. The first
+    acquire of a process makes its record (under the mutex); the second, the
+    one that holds, takes the lock-free path when nobody waits."""
+    sem.acquire(n=n)
+    sem.release(n)
     sem.acquire(n=n)
     ready.put(os.getpid())
     time.sleep(600)
@@ -220,3 +224,20 @@ def barge_for(sem, seconds, counter):
     thread.start()
     run()
     thread.join()
+
+
+def acquire_then_release_on_cue(sem, ready, cue, results):
+    """Acquires, says so, waits for the cue, then releases and reports what
+    the release did. Acquires twice, so that the permit it holds comes
+    through the lock-free path (see hold_forever)."""
+    sem.acquire()
+    sem.release()
+    sem.acquire()
+    ready.put(os.getpid())
+    cue.recv()
+    try:
+        sem.release()
+    except ValueError as e:
+        results.put(f"ValueError: {e}")
+    else:
+        results.put("released")

@@ -120,7 +120,9 @@ def test_acquire_release_value_and_holders():
     [
         (lambda: fastsem.ProcessSemaphore(-1), ValueError),
         (lambda: fastsem.ProcessSemaphore(1.5), TypeError),
-        (lambda: fastsem.ProcessSemaphore(2**62), OverflowError),
+        (lambda: fastsem.ProcessSemaphore(2**31), OverflowError),
+        (lambda: fastsem.ProcessSemaphore(2**31 - 1).release(), OverflowError),
+        (lambda: fastsem.ProcessSemaphore(1).acquire(n=2**31), OverflowError),
         (lambda: fastsem.ProcessSemaphore(1, max_processes=0), ValueError),
         (lambda: fastsem.ProcessSemaphore(1, max_waiters=10**6), ValueError),
         (lambda: fastsem.ProcessSemaphore(1, name=""), ValueError),
@@ -181,6 +183,8 @@ def test_close_turns_waiters_of_other_processes_away(children):
         sem.acquire()
     sem.release()  # still works
     assert sem.value == 1
+    with pytest.raises(fastsem.SemaphoreClosed):
+        sem.acquire()  # a free permit, and still refused
 
 
 def test_capacity_error_when_every_waiter_slot_is_taken():
@@ -472,6 +476,25 @@ def test_recovery_never_passes_the_bound(children):
     holder.join(10)
     assert sem.recover() == 1
     assert sem.value == 1 and sem.holders() == {}
+
+
+def test_a_producer_cannot_give_back_what_another_process_holds(children):
+    """A process that took a permit holds it, even when a producer gives one
+    back meanwhile (the producer owes nothing; it cannot release on the
+    holder's behalf); the holder's own release then finds the semaphore at
+    its bound and raises, changing nothing."""
+    sem = fastsem.ProcessBoundedSemaphore(1)
+    sem.acquire()  # this process is known to the semaphore, and holds nothing after
+    sem.release()
+    ready, results = children.ctx.Queue(), children.ctx.Queue()
+    cue, go = children.ctx.Pipe(duplex=False)
+    holder = children.start(workers.acquire_then_release_on_cue, sem, ready, cue, results)
+    ready.get(timeout=60)
+    sem.release()  # the producer
+    assert sem.value == 1 and sem.holders() == {holder.pid: 1}
+    go.send("release")
+    assert results.get(timeout=60) == "ValueError: Semaphore released too many times"
+    assert sem.value == 1 and sem.holders() == {holder.pid: 1}
 
 
 def test_a_reused_pid_is_not_taken_for_the_dead_process():

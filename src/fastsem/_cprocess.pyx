@@ -79,6 +79,7 @@ cdef extern from "fastsem_proc.h" nogil:
         FSP_NO_UNITS
         FSP_BAD_UNIT
         FSP_LIMIT_MAX
+    fs_count FSP_COUNT_MAX
     ctypedef struct fsp_sem:
         int fd
         void *shared
@@ -154,7 +155,7 @@ cdef int _raise_for(int rc, fs_count count, _Shared sem) except -1:
     if rc == FS_OVER_BOUND:
         raise ValueError("Semaphore released too many times")
     if rc == FS_OVERFLOW:
-        raise OverflowError(f"a semaphore counts at most {FS_COUNT_MAX} permits")
+        raise OverflowError(f"a process semaphore counts at most {FSP_COUNT_MAX} permits")
     if rc == FS_BAD_VALUE:
         raise ValueError("semaphore initial value must be >= 0")
     if rc == FSP_NO_ROOM:
@@ -261,8 +262,8 @@ cdef class _Shared:
             raise ValueError(f"a slot pool has 1..{FSP_LIMIT_MAX} slots")
         if count < 0:
             raise ValueError("semaphore initial value must be >= 0")
-        if count > FS_COUNT_MAX:
-            raise OverflowError(f"a semaphore counts at most {FS_COUNT_MAX} permits")
+        if count > FSP_COUNT_MAX:
+            raise OverflowError(f"a process semaphore counts at most {FSP_COUNT_MAX} permits")
         if not (1 <= procs <= FSP_LIMIT_MAX and 1 <= waiters <= FSP_LIMIT_MAX):
             raise ValueError(f"max_processes and max_waiters must be in 1..{FSP_LIMIT_MAX}")
         fd = fsp_memfd() if path is None else fsp_shm_create(path)
