@@ -229,6 +229,20 @@ def _processes() -> list[Goal]:
                 fair,
                 mp,
             ),
+            # The floor: a FIFO semaphore served by the kernel waits as long
+            # at worst, about one scheduler time slice on a busy machine (a
+            # holder preempted with the permit); multiprocessing's worst wait
+            # swings from run to run with how long its barging starves one.
+            _versus(
+                f"process-max-wait-floor-{n}p",
+                f"{on} max wait, fastsem.ProcessSemaphore / sysv_ipc (FIFO, in the kernel)",
+                k,
+                "wait_max_ns",
+                "<=",
+                1.5,
+                fair,
+                processes.SYSV_IPC,
+            ),
         ]
     found.append(
         Goal(
@@ -240,7 +254,7 @@ def _processes() -> list[Goal]:
             unit="ns",
         )
     )
-    return found  # fmt: skip
+    return found
 
 
 # Unless a goal says otherwise, "fastsem" is the C core in fair mode.
