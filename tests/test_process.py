@@ -260,6 +260,21 @@ def _receive_and_report(inbox, results):
     workers.attach_and_report(inbox.get(timeout=60), results)
 
 
+def test_pickled_through_a_pipe(children):
+    sem = fastsem.ProcessBoundedSemaphore(2)
+    receive, send = children.ctx.Pipe(duplex=False)
+    results = children.ctx.Queue()
+    children.start(_receive_from_pipe_and_report, receive, results)
+    send.send(sem)
+    assert results.get(timeout=60) == ("ProcessBoundedSemaphore", 2, True)
+    assert results.get(timeout=60) == "done"
+    assert sem.statistics().acquisitions == 1
+
+
+def _receive_from_pipe_and_report(receive, results):
+    workers.attach_and_report(receive.recv(), results)
+
+
 def test_a_name_opened_by_an_unrelated_process(unique_name):
     sem = fastsem.ProcessBoundedSemaphore(2, name=unique_name)
     assert sem.name == unique_name
