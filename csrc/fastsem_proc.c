@@ -8,15 +8,15 @@
  * maps it at its own address), so the queue links are slot indices:
  *
  *   +--------+-------+---------+--------------------+----------------------+
- *   | header | mutex | journal | count, queue ends, | process records      |
- *   | magic, |robust,| undo    | mode, statistics   | [pid, start, held]   |
- *   | sizes  |pshared| entries |                    +----------------------+
+ *   | header | mutex | journal | permit word, queue | process records      |
+ *   | magic, |robust,| undo    | ends, mode,        | [pid, start, held]   |
+ *   | sizes  |pshared| entries | statistics         +----------------------+
  *   +--------+-------+---------+--------------------+ waiter slots         |
  *                                                   | [futex, state, links]|
  *                                                   +----------------------+
  *
  * One mutex guards the whole state, but for the permit word's fast lane
- * (below, "The permit word"): a process may die at any instruction, and a
+ * (the comment at WORD_SLOW): a process may die at any instruction, and a
  * state that is changed only under one mutex, in journaled steps, or by one
  * compare-and-swap that says what it changed, is one that the next process
  * can always put right.
@@ -56,17 +56,20 @@
  * nobody asks for are lost to no one.
  *
  * Waiting. A waiter slot's futex word is bumped at every signal (a grant,
- * close, a non-fair call to compete); the waiter reads it under the mutex
- * when it looks at its slot, and sleeps only while it is unchanged, so no
- * wake-up is lost. Wake-ups are sent after the mutex is released; a waker
- * that dies before it sends them costs its waiters one FSP_POLL_NS. The head
- * spins briefly before it sleeps, as in the thread core. A woken waiter
- * takes the mutex to look: a grant becomes its own only under the mutex, so
- * a grant rolled back with its dead granter's step is never taken.
+ * close, a non-fair call to compete), after the mutex is released; the
+ * waiter reads it under the mutex when it looks at its slot, and sleeps only
+ * while it is unchanged, so no wake-up is lost. A waker that dies before it
+ * sends them costs its waiters one FSP_POLL_NS. The head spins briefly
+ * before it sleeps, as in the thread core, and so does a locker that finds
+ * the mutex taken, yielding the CPU between looks, and neither spins in a
+ * process that may run on one CPU only. A woken waiter takes the mutex to
+ * look: a grant becomes its own only under the mutex, so a grant rolled back
+ * with its dead granter's step is never taken.
  *
  * Fair and non-fair mode, the invariant and head-of-line blocking are the
  * thread core's ("Fair mode", "Non-fair mode" in fastsem_core.c), with one
- * difference in non-fair mode: every competition takes the mutex.
+ * difference in non-fair mode: while anyone waits, every acquire, barging
+ * or competing, takes the mutex.
  *
  * PID namespaces. Pids mean something only within one namespace; a segment
  * remembers its maker's and refuses processes of another (FSP_OTHER_PIDNS).
