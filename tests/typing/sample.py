@@ -4,6 +4,7 @@ what the docs show and reject what the runtime rejects."""
 from __future__ import annotations
 
 import sys
+from typing import Optional
 
 if sys.version_info >= (3, 11):
     from typing import assert_type
@@ -41,7 +42,25 @@ assert_type(tracked.holders(), list[fastsem.Holder])
 bounded.resize(4)
 closed_error: type[RuntimeError] = fastsem.SemaphoreClosed
 
+shared = fastsem.ProcessBoundedSemaphore(2, name=None, max_processes=8)
+assert_type(shared.acquire(timeout=1.0, n=2), bool)
+shared.release(2)
+assert_type(shared.holders(), dict[int, int])
+assert_type(shared.max_value, int)
+assert_type(shared.statistics().recovered, int)
+with shared.hold(timeout=1.0):
+    pass
+opened: fastsem.ProcessSemaphore = fastsem.ProcessSemaphore.open("name")
+slots = fastsem.ProcessSlotPool(2)
+assert_type(slots.acquire(timeout=0.5), Optional[int])
+with slots.slot(timeout=1.0) as slot_number:
+    assert_type(slot_number, int)
+assert_type(slots.holders(), dict[int, list[int]])
+full_error: type[RuntimeError] = fastsem.CapacityError
+
 sem.acquire(n=1.5)  # E: float is not a count
 sem.resize(3)  # E: only a BoundedSemaphore can be resized
 sem.value = 3  # E: read-only property
 fastsem.Semaphore(fair=True, value=2, extra=1)  # E: no such argument
+slots.release(1.5)  # E: a slot is a number
+shared.acquire(n=2.0)  # E: float is not a count
