@@ -14,18 +14,35 @@ import pytest
 from fastsem._impl import NO_EXTENSIONS
 
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+free_threaded_only = pytest.mark.skipif(not FREE_THREADED, reason="not a free-threaded build")
 
 
-@pytest.mark.skipif(not FREE_THREADED, reason="not a free-threaded build")
-@pytest.mark.skipif(NO_EXTENSIONS, reason="C disabled")
-def test_gil_stays_disabled_after_import():
+@free_threaded_only
+@pytest.mark.parametrize(
+    "no_extensions",
+    [pytest.param("", id="c"), pytest.param("1", id="python")],
+)
+def test_gil_stays_disabled_after_import(no_extensions):
+    if NO_EXTENSIONS and not no_extensions:
+        pytest.skip("C disabled")
     env = {k: v for k, v in os.environ.items() if k != "PYTHON_GIL"}
-    code = "import sys, fastsem; print(fastsem.IMPLEMENTATION, sys._is_gil_enabled())"
+    env["FASTSEM_NO_EXTENSIONS"] = no_extensions
+    code = (
+        "import sys, fastsem, fastsem._pool; print(fastsem.IMPLEMENTATION, sys._is_gil_enabled())"
+    )
     run = subprocess.run(
         [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, env=env
     )
     assert run.returncode == 0, run.stderr
-    assert run.stdout.split() == ["c", "False"]
+    assert run.stdout.split() == ["python" if no_extensions else "c", "False"]
+
+
+@free_threaded_only
+@pytest.mark.skipif(os.environ.get("PYTHON_GIL") == "1", reason="PYTHON_GIL=1 asks for the GIL")
+def test_this_run_has_no_gil():
+    # The suite itself, in this process, runs without the GIL (conftest
+    # checks it at the start and the end of the session too).
+    assert not sys._is_gil_enabled()
 
 
 def test_the_extension_declares_free_threading_compatibility():
@@ -36,3 +53,4 @@ def test_the_extension_declares_free_threading_compatibility():
         pytest.skip("source tree not available")
     with open(pyx) as f:
         assert f.readline().strip() == "# cython: freethreading_compatible = True"
+
