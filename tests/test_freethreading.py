@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import threading
 
 import pytest
 
@@ -54,3 +55,27 @@ def test_the_extension_declares_free_threading_compatibility():
     with open(pyx) as f:
         assert f.readline().strip() == "# cython: freethreading_compatible = True"
 
+
+@pytest.mark.parametrize("kind", ["Semaphore", "BoundedSemaphore"])
+def test_snapshots_do_not_wait_for_the_mutex(impl, kind):
+    # value and waiting are read without the semaphore's mutex: a signal
+    # handler that reads them runs in a thread that may be inside one of the
+    # pure-Python version's critical sections, holding that mutex (seen as a
+    # hang of the signal tests under load on the free-threaded build).
+    sem = getattr(impl, kind)(2)
+    seen: list[int] = []
+
+    def look() -> None:
+        seen.extend((sem.value, sem.waiting))
+
+    if impl.__name__ == "fastsem._pyfastsem":
+        with sem._lock():  # what a handler inside a critical section finds
+            reader = threading.Thread(target=look, daemon=True)
+            reader.start()
+            reader.join(5)
+    else:  # the C version holds no lock while Python code runs
+        reader = threading.Thread(target=look, daemon=True)
+        reader.start()
+        reader.join(5)
+    assert not reader.is_alive(), "value or waiting waited for the mutex"
+    assert seen == [2, 0]

@@ -693,8 +693,12 @@ class Semaphore:
     @property
     def value(self) -> int:
         """Permits free now (a snapshot)."""
-        with self._lock():
-            return self._count
+        # Read without the mutex, as the C version reads its permit word: a
+        # signal handler (or a __del__) that looks at the semaphore while its
+        # own thread is inside one of the critical sections here must not
+        # wait for the mutex that thread holds. One attribute read is atomic,
+        # with the GIL or without.
+        return _state(self, "_count")  # type: ignore[no-any-return]
 
     @property
     def _value(self) -> int:
@@ -704,8 +708,11 @@ class Semaphore:
     @property
     def waiting(self) -> int:
         """Threads queued in acquire() now (a snapshot)."""
-        with self._lock():
-            return len(self._queue)
+        # Without the mutex, as value. In a fork child that has not used the
+        # semaphore yet, the queue is still the parent's: its threads do not
+        # exist here, and _lock() drops them at the first use.
+        queue = _state(self, "_queue")
+        return len(queue) if self._fork_generation == _fork_generation else 0
 
     @property
     def fair(self) -> bool:
