@@ -9,6 +9,8 @@ import subprocess
 import sys
 import sysconfig
 import threading
+import time
+from typing import Any
 
 import pytest
 
@@ -79,3 +81,44 @@ def test_snapshots_do_not_wait_for_the_mutex(impl, kind):
         reader.join(5)
     assert not reader.is_alive(), "value or waiting waited for the mutex"
     assert seen == [2, 0]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork")
+def test_first_use_in_a_fork_child_by_many_threads_makes_one_mutex():
+    # The pure-Python version renews its mutex at its first use in a fork
+    # child; threads started in the child that make that first use at the
+    # same instant must all get the same new mutex, not one each.
+    from test_fork import fork_and_check
+
+    import fastsem._pyfastsem as python_impl
+
+    threads = 8
+    sems = [python_impl.Semaphore(1) for _ in range(20)]
+
+    def child() -> bool:
+        # A slower lock allocation widens the window between the look at the
+        # fork generation and the new mutex (this is the child's own copy of
+        # the module: the parent's is untouched).
+        allocate = python_impl._allocate_lock
+
+        def slow_allocate() -> Any:
+            time.sleep(0.001)
+            return allocate()
+
+        python_impl._allocate_lock = slow_allocate  # type: ignore[assignment]
+        seen: list[list[object]] = [[] for _ in sems]  # the locks, kept alive
+        barrier = threading.Barrier(threads)
+
+        def first_use() -> None:
+            for sem, locks in zip(sems, seen):
+                barrier.wait()
+                locks.append(sem._lock())
+
+        crew = [threading.Thread(target=first_use) for _ in range(threads)]
+        for t in crew:
+            t.start()
+        for t in crew:
+            t.join()
+        return all(lock is locks[0] for locks in seen for lock in locks)
+
+    assert fork_and_check(child) == 0

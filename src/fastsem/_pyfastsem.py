@@ -66,11 +66,17 @@ _WAITING, _GRANTED, _CLOSED, _REJECTED, _DONE = range(5)
 # Bumped in every fork child; a semaphore from an older generation renews its
 # mutex and drops the waiters of threads that do not exist in the child.
 _fork_generation = 0
+# Held while a semaphore renews its mutex in a fork child, so that threads
+# making its first use there at the same instant install one new mutex, not
+# one each (each would then be alone in "the" critical section). Itself made
+# fresh in every child: a parent thread may have held it at the fork.
+_renewing = _allocate_lock()
 
 
 def _after_fork_in_child() -> None:
-    global _fork_generation
+    global _fork_generation, _renewing
     _fork_generation += 1
+    _renewing = _allocate_lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -317,9 +323,11 @@ class Semaphore:
         if generation != _fork_generation:
             # First use in a fork child: the mutex may have been held by a
             # thread of the parent, and the queued waiters' threads are gone.
-            self._mutex = _allocate_lock()
-            self._queue = deque()
-            self._fork_generation = _fork_generation
+            with _renewing:
+                if self._fork_generation != _fork_generation:
+                    self._mutex = _allocate_lock()
+                    self._queue = deque()
+                    self._fork_generation = _fork_generation  # last: the renewal is done
         return self._mutex
 
     # -- the grant policy and the statistics (the caller holds the mutex) --
