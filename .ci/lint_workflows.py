@@ -2,7 +2,8 @@
 
 Every action is pinned to a full commit SHA, with the release it came from in
 a trailing comment; CI covers every CPython the package supports (3.14t
-included) on Linux and macOS, and the pure-Python install; the PyPI upload
+included) on Linux and macOS, and the pure-Python install; the free-threaded
+rows run the suite under pytest-run-parallel and cp314t wheels are built; the PyPI upload
 happens only on a v* tag, through trusted publishing, and only the publish
 job may mint an OIDC token.
 
@@ -82,6 +83,20 @@ def covers_every_python() -> Iterator[str]:
         yield "ci.yml: no tests row for the pure-Python install (impl: python)"
 
 
+def runs_free_threaded_in_parallel() -> Iterator[str]:
+    """The free-threaded rows run the suite under pytest-run-parallel, and the
+    wheels include free-threaded ones (pyproject.toml builds cp314t)."""
+    steps = load("ci.yml")["jobs"]["tests"]["steps"]
+    if not any(
+        "--parallel-threads" in step.get("run", "") and "'t'" in str(step.get("if", ""))
+        for step in steps
+    ):
+        yield "ci.yml: no step runs the free-threaded rows under pytest-run-parallel"
+    pyproject = (WORKFLOWS.parent.parent / "pyproject.toml").read_text(encoding="utf-8")
+    if '"cp314t-*"' not in pyproject:
+        yield "pyproject.toml: cibuildwheel does not build the free-threaded cp314t wheels"
+
+
 def publishes_only_on_tags() -> Iterator[str]:
     """PyPI gets a release only from a v* tag, through trusted publishing."""
     wheels = load("wheels.yml")
@@ -115,6 +130,7 @@ def main() -> int:
         *pinned("ci.yml"),
         *pinned("wheels.yml"),
         *covers_every_python(),
+        *runs_free_threaded_in_parallel(),
         *publishes_only_on_tags(),
     ]
     for problem in problems:

@@ -4,10 +4,18 @@
 adds threading itself as a control row for tests about shared semantics.
 The C implementation must import unless FASTSEM_NO_EXTENSIONS is set: a
 broken build is a failure, never a silent skip.
+
+On a free-threaded build the session fails unless the GIL is off from start
+to finish: a run that turned it back on (an import of a module that does not
+declare itself free-threading compatible) would prove nothing about running
+without it. PYTHON_GIL=1 in the environment asks for the GIL, and is obeyed.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import sysconfig
 import threading
 import time
 from types import SimpleNamespace
@@ -22,6 +30,65 @@ if NO_EXTENSIONS:
     c_impl = None
 else:
     import fastsem._cfastsem as c_impl
+
+FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+
+def gil_enabled() -> bool:
+    """Whether the GIL is on now (always, before 3.13's free-threaded builds)."""
+    is_enabled = getattr(sys, "_is_gil_enabled", None)
+    return True if is_enabled is None else bool(is_enabled())
+
+
+def _gil_problem(when: str) -> str | None:
+    if FREE_THREADED and gil_enabled() and os.environ.get("PYTHON_GIL") != "1":
+        return (
+            f"the GIL is enabled {when} on a free-threaded build: this run would "
+            "not test fastsem without it (set PYTHON_GIL=1 to ask for the GIL)"
+        )
+    return None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    problem = _gil_problem("at the start of the session")
+    if problem is not None:
+        pytest.exit(problem, returncode=1)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    problem = _gil_problem("at the end of the session")
+    if problem is not None:
+        sys.stderr.write(f"\nconftest: {problem}\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# The tests that must not run in several threads at once under
+# pytest-run-parallel (`--parallel-threads=N`), by file or by file::name, each
+# with the reason; the plugin runs them in one thread. Tests that use
+# monkeypatch, caplog and the like it finds by itself.
+THREAD_UNSAFE = {
+    "test_exception_safety.py": (
+        "injects exceptions through sys.monitoring (or sys.settrace): one tool per process"
+    ),
+    "test_fairness.py::test_a_thousand_waiters_released_at_once": (
+        "starts a thousand threads itself: four copies at once add only load"
+    ),
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        file = item.path.name
+        reason = THREAD_UNSAFE.get(f"{file}::{getattr(item, 'originalname', item.name)}")
+        reason = reason or THREAD_UNSAFE.get(file)
+        if reason is not None:
+            item.add_marker(pytest.mark.thread_unsafe(reason=reason))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    build = "free-threaded build" if FREE_THREADED else "GIL build"
+    return f"fastsem: {build}, GIL {'on' if gil_enabled() else 'off'}"
+
 
 threading_impl = SimpleNamespace(
     __name__="threading",

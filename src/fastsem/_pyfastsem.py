@@ -66,11 +66,17 @@ _WAITING, _GRANTED, _CLOSED, _REJECTED, _DONE = range(5)
 # Bumped in every fork child; a semaphore from an older generation renews its
 # mutex and drops the waiters of threads that do not exist in the child.
 _fork_generation = 0
+# Held while a semaphore renews its mutex in a fork child, so that threads
+# making its first use there at the same instant install one new mutex, not
+# one each (each would then be alone in "the" critical section). Itself made
+# fresh in every child: a parent thread may have held it at the fork.
+_renewing = _allocate_lock()
 
 
 def _after_fork_in_child() -> None:
-    global _fork_generation
+    global _fork_generation, _renewing
     _fork_generation += 1
+    _renewing = _allocate_lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -317,9 +323,11 @@ class Semaphore:
         if generation != _fork_generation:
             # First use in a fork child: the mutex may have been held by a
             # thread of the parent, and the queued waiters' threads are gone.
-            self._mutex = _allocate_lock()
-            self._queue = deque()
-            self._fork_generation = _fork_generation
+            with _renewing:
+                if self._fork_generation != _fork_generation:
+                    self._mutex = _allocate_lock()
+                    self._queue = deque()
+                    self._fork_generation = _fork_generation  # last: the renewal is done
         return self._mutex
 
     # -- the grant policy and the statistics (the caller holds the mutex) --
@@ -693,8 +701,12 @@ class Semaphore:
     @property
     def value(self) -> int:
         """Permits free now (a snapshot)."""
-        with self._lock():
-            return self._count
+        # Read without the mutex, as the C version reads its permit word: a
+        # signal handler (or a __del__) that looks at the semaphore while its
+        # own thread is inside one of the critical sections here must not
+        # wait for the mutex that thread holds. One attribute read is atomic,
+        # with the GIL or without.
+        return _state(self, "_count")  # type: ignore[no-any-return]
 
     @property
     def _value(self) -> int:
@@ -704,8 +716,11 @@ class Semaphore:
     @property
     def waiting(self) -> int:
         """Threads queued in acquire() now (a snapshot)."""
-        with self._lock():
-            return len(self._queue)
+        # Without the mutex, as value. In a fork child that has not used the
+        # semaphore yet, the queue is still the parent's: its threads do not
+        # exist here, and _lock() drops them at the first use.
+        queue = _state(self, "_queue")
+        return len(queue) if self._fork_generation == _fork_generation else 0
 
     @property
     def fair(self) -> bool:
