@@ -73,6 +73,11 @@ THREAD_UNSAFE = {
     "test_fairness.py::test_a_thousand_waiters_released_at_once": (
         "starts a thousand threads itself: four copies at once add only load"
     ),
+    "test_process.py": (
+        "real processes: fork, SIGSTOP and SIGKILL of children, the waiting count of "
+        "one semaphore shared with them, /dev/shm before and after"
+    ),
+    "test_examples.py": "each example starts its own threads or processes, timed as a whole",
 }
 
 
