@@ -858,6 +858,18 @@ static int check_request(fsp_shared *sh, fs_count n)
     return FS_OK;
 }
 
+/* A release is charged to what the releasing process holds, as far as it
+ * holds any (SEM_UNDO's rule: a producer owes nothing). */
+static void charge(fsp_shared *sh, int32_t me, int64_t n)
+{
+    if (me < 0)
+        return;
+    proc_record *r = record(sh, me);
+    int64_t paid = r->held < n ? r->held : n;
+    if (paid > 0)
+        add64(sh, &r->held, -paid);
+}
+
 /* Frees the records of dead processes, gives back what they held, drops
  * their queued slots, and serves the queue. Under the mutex; pid and start
  * are what the liveness check saw (the record may have changed since). */
@@ -1291,8 +1303,7 @@ int fsp_cancel(fsp_sem *s, fsp_ticket *t)
             add64(sh, &sh->stats.interrupts, 1);
         } else if (w->state == W_GRANTED) {
             /* Granted, but the caller never saw it: the permits go on. */
-            proc_record *r = record(sh, me);
-            add64(sh, &r->held, r->held < w->want ? -r->held : -w->want);
+            charge(sh, me, w->want);
             add_free(sh, w->want);
             if (w->unit >= 0)
                 set32(sh, unit_owner(sh, w->unit), 0);
@@ -1326,12 +1337,7 @@ int fsp_release(fsp_sem *s, fs_count n)
     else if (n > FSP_COUNT_MAX - free_permits(sh))
         rc = FS_OVERFLOW;
     else {
-        int32_t me = find_me(&o, 0);
-        if (me >= 0) {
-            proc_record *r = record(sh, me);
-            if (r->held > 0)
-                add64(sh, &r->held, r->held < n ? -r->held : -n);
-        }
+        charge(sh, find_me(&o, 0), n);
         add_free(sh, n);
         commit(sh);
         serve(&o);
@@ -1355,9 +1361,7 @@ int fsp_release_unit(fsp_sem *s, int32_t unit)
         rc = FSP_NOT_OWNER;
     } else {
         set32(sh, unit_owner(sh, unit), 0);
-        proc_record *r = record(sh, me);
-        if (r->held > 0)
-            add64(sh, &r->held, -1);
+        charge(sh, me, 1);
         add_free(sh, 1);
         commit(sh);
         serve(&o);
