@@ -53,8 +53,6 @@ enum {
     FSP_BAD_UNIT = 28     /* release_unit: no such unit */
 };
 
-#define FSP_DEFAULT_MAX_PROCESSES 256
-#define FSP_DEFAULT_MAX_WAITERS 1024
 #define FSP_LIMIT_MAX 65535
 
 /* The largest count a process semaphore holds (its permit word keeps a fast
