@@ -80,12 +80,11 @@ def test_fork_while_another_thread_hammers_the_semaphore(impl):
 
     # The hammers take sem and stop as arguments, not from the enclosing
     # scope: on free-threaded CPython a closure variable is a cell guarded by
-    # a per-object mutex, and that mutex can be handed from one hammer to the
-    # other while the world stops for fork (the direct handoff that CPython
-    # issue 133130 describes), so the
-    # child inherits it locked with no owner and hangs at its own first read
-    # of sem. That is the interpreter's lock, not the semaphore's, which this
-    # test is about.
+    # a per-object mutex, which one hammer can hand directly to the other
+    # while the world stops for fork (CPython issue 133130 describes the
+    # handoff); the child then inherits it locked with no owner and hangs at
+    # its first read of sem. That lock is the interpreter's, not the
+    # semaphore's, which this test is about.
     def hammer(sem, stop) -> None:
         while not stop.is_set():
             sem.acquire()
