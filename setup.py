@@ -12,6 +12,8 @@ CORE_SOURCES = ["csrc/fastsem_core.c"]
 CORE_HEADERS = ["csrc/fastsem_core.h"]
 PROCESS_SOURCES = ["csrc/fastsem_proc.c", *CORE_SOURCES]
 PROCESS_HEADERS = ["csrc/fastsem_proc.h", *CORE_HEADERS]
+# What both bindings include or cimport (declarations, argument conversions).
+BINDING_SHARED = ["src/fastsem/_core.pxd", "src/fastsem/_convert.pxi"]
 COMPILE_ARGS = ["-std=c11", "-O2", "-Wall", "-Wno-unused-function"]
 NOT_SET = ("", "0", "false", "no", "off")
 
@@ -25,7 +27,7 @@ def extensions():
     threads = Extension(
         "fastsem._cfastsem",
         sources=["src/fastsem/_cfastsem.pyx", *CORE_SOURCES],
-        depends=CORE_HEADERS,
+        depends=[*CORE_HEADERS, *BINDING_SHARED],
         include_dirs=["csrc"],
         extra_compile_args=COMPILE_ARGS,
         libraries=["pthread"],
@@ -35,7 +37,7 @@ def extensions():
     processes = Extension(
         "fastsem._cprocess",
         sources=["src/fastsem/_cprocess.pyx", *PROCESS_SOURCES],
-        depends=[*PROCESS_HEADERS, "src/fastsem/_convert.pxi"],
+        depends=[*PROCESS_HEADERS, *BINDING_SHARED],
         include_dirs=["csrc"],
         extra_compile_args=COMPILE_ARGS,
         libraries=["pthread", "rt"] if sys.platform.startswith("linux") else ["pthread"],

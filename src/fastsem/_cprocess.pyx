@@ -31,41 +31,7 @@ from fastsem._process import (
     segment_name,
 )
 
-cdef extern from "Python.h":
-    int PyErr_CheckSignals() except -1
-    unsigned long PyThread_get_thread_ident() nogil
-    bint PyLong_CheckExact(object o)
-    object PyNumber_Index(object o)
-
-cdef extern from "fastsem_core.h" nogil:
-    ctypedef long long fs_count
-    ctypedef long long fs_time
-    fs_time FS_FOREVER
-    fs_count FS_COUNT_MAX
-    int FS_HIST_BUCKETS
-    enum:
-        FS_OK
-        FS_WOULD_BLOCK
-        FS_QUEUED
-        FS_TIMEOUT
-        FS_PAUSED
-        FS_OVER_BOUND
-        FS_OVERFLOW
-        FS_BAD_COUNT
-        FS_CLOSED
-        FS_OVER_MAX
-        FS_BAD_VALUE
-    ctypedef struct fs_stats:
-        uint64_t acquisitions
-        uint64_t contended
-        uint64_t timeouts
-        uint64_t interrupts
-        uint64_t max_waiting
-        uint64_t wait_total_ns
-        uint64_t wait_max_ns
-        uint64_t histogram[1]  # FS_HIST_BUCKETS in fact; indexed below
-    fs_time fs_now()
-    fs_time fs_deadline_after(double seconds)
+from fastsem._core cimport *
 
 cdef extern from "fastsem_proc.h" nogil:
     enum:
