@@ -1,7 +1,5 @@
-# The process binding's argument conversions: the same as _cfastsem's own
-# copy, which does not include this file yet (on CPython 3.13t, including it
-# there made a fork child hang in tests/test_fork.py, for reasons not yet
-# understood; see the commit that backed it out).
+# Argument conversions shared by the compiled modules (included, so each
+# module has its own copy of these small inline functions).
 
 cdef double TIMEOUT_MAX = threading.TIMEOUT_MAX
 
