@@ -34,8 +34,9 @@ COUNT_MAX = 2**62 - 1
 
 
 class SemaphoreClosed(RuntimeError):
-    """Raised by acquire() (and hold(), and `with`) on a closed semaphore,
-    including in threads that were waiting when it was closed."""
+    """Raised by acquire() (and hold(), and `with`, and their async twins) on
+    a closed semaphore, including in threads and tasks that were waiting when
+    it was closed."""
 
 
 # The wait-time histogram, the same in C (csrc/fastsem_core.h) and Python:
@@ -80,8 +81,10 @@ class SemaphoreStatistics:
     acquisitions: int  # successful acquires, waiting or not
     contended: int  # of those, the ones that had to queue
     timeouts: int  # acquires that gave up at their timeout
-    interrupts: int  # waits abandoned by an exception (Ctrl-C); close() is not one
-    waiting: int  # threads queued now
+    # waits abandoned by an exception (Ctrl-C, a task's cancellation), or by
+    # a task whose event loop closed; close() is not one
+    interrupts: int
+    waiting: int  # threads and tasks queued now
     max_waiting: int  # the longest the queue has been
     wait_total: float
     wait_max: float

@@ -287,17 +287,20 @@ class Semaphore:
     A counting semaphore, a drop-in for threading.Semaphore that is FIFO-fair.
 
     It manages a count of free permits: acquire() takes permits, waiting in
-    line while there are not enough; release() gives them back. In fair mode
-    (the default) permits go to waiting threads strictly in the order they
-    called acquire(), a release hands them straight to the oldest waiter, and
-    no thread takes a permit while an earlier one is still waiting. With
-    fair=False an arriving acquire() may take free permits ahead of waiting
-    threads (barging), which gives more throughput under contention; a
-    waiter passed over after waiting a millisecond gets the next permits.
+    line while there are not enough; release() gives them back. Tasks of any
+    asyncio event loop wait in the same line, through async_acquire(),
+    async with and async_hold(), without blocking their loop. In fair mode
+    (the default) permits go to waiting threads and tasks strictly in the
+    order they asked, a release hands them straight to the oldest waiter,
+    and nobody takes a permit while an earlier waiter is still waiting. With
+    fair=False an arriving acquire may take free permits ahead of waiters
+    (barging), which gives more throughput under contention; a waiter passed
+    over after waiting a millisecond gets the next permits.
 
     value is the initial count and defaults to 1; a negative value raises
     ValueError. With track_holders=True the semaphore records which thread
-    holds how many permits and where it acquired them (see holders()).
+    or task holds how many permits and where it acquired them (see
+    holders()).
     """
 
     __slots__ = (
@@ -813,8 +816,9 @@ class Semaphore:
         return AsyncHold(self, timeout, n)
 
     def close(self) -> None:
-        """Close the semaphore: every thread waiting in acquire(), and every
-        later acquire, raises SemaphoreClosed at once. Permits already granted
+        """Close the semaphore: every thread waiting in acquire(), every task
+        waiting in async_acquire(), and every later acquire, raises
+        SemaphoreClosed at once. Permits already granted
         stay granted, and release() still works, so that held permits can be
         given back. Closing twice does nothing more.
         """
@@ -850,7 +854,8 @@ class Semaphore:
 
     def statistics(self) -> SemaphoreStatistics:
         """Return a SemaphoreStatistics snapshot: acquisitions, contended
-        acquisitions, timeouts, interrupts, threads waiting now and at most,
+        acquisitions, timeouts, interrupts, threads and tasks waiting now and
+        at most,
         and the total, maximum and p50/p90/p99 wait times in seconds."""
         with self._lock():
             stats = self._stats.copy() if self._stats is not None else _WaitStats()
@@ -868,8 +873,8 @@ class Semaphore:
             self._stats = None
 
     def holders(self) -> list[Holder]:
-        """Return who holds permits now, as a list of Holder records (thread,
-        permits, where they were acquired). Needs track_holders=True."""
+        """Return who holds permits now, as a list of Holder records (thread or
+        task, permits, where they were acquired). Needs track_holders=True."""
         tracker = _state(self, "_tracker")
         if tracker is None:
             raise RuntimeError("holders() needs Semaphore(..., track_holders=True)")
@@ -892,7 +897,8 @@ class Semaphore:
 
     @property
     def waiting(self) -> int:
-        """Threads queued in acquire() now (a snapshot)."""
+        """Threads queued in acquire() and tasks in async_acquire() now (a
+        snapshot)."""
         # Without the mutex, as value. In a fork child that has not used the
         # semaphore yet, the queue is still the parent's: its threads do not
         # exist here, and _lock() drops them at the first use.
