@@ -855,8 +855,8 @@ class Semaphore:
     def statistics(self) -> SemaphoreStatistics:
         """Return a SemaphoreStatistics snapshot: acquisitions, contended
         acquisitions, timeouts, interrupts, threads and tasks waiting now and
-        at most,
-        and the total, maximum and p50/p90/p99 wait times in seconds."""
+        at most, and the total, maximum and p50/p90/p99 wait times in
+        seconds."""
         with self._lock():
             stats = self._stats.copy() if self._stats is not None else _WaitStats()
             acquisitions, waiting = self._acquisitions, len(self._queue)
