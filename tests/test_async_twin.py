@@ -11,6 +11,7 @@ joined with a timeout, so a bug fails the test instead of hanging it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import subprocess
 import sys
 import threading
@@ -382,6 +383,29 @@ def test_a_grant_that_cannot_reach_its_closed_loop_passes_on(impl, fair):
     assert stats.acquisitions == 1 and stats.interrupts == 1
     forget(task)
     assert sem.value == 0 and sem.statistics().interrupts == 1
+
+
+def test_a_grant_lost_with_its_loop_passes_on_when_the_task_is_collected(impl):
+    # The grant was sent while the loop was still open, and the loop closed
+    # before it ran the wake-up: the task can never resume. When it is
+    # garbage-collected, its coroutine is closed, and the permits go on.
+    sem = impl.Semaphore(0)
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(sem.async_acquire())
+    while sem.waiting == 0:
+        loop.run_until_complete(asyncio.sleep(0.001))
+    (thread,) = queue_waiters(sem, [1])
+    sem.release()  # to the task, through its loop, which never runs again
+    loop.close()
+    assert sem.waiting == 1 and not thread.done.is_set()
+    task._log_destroy_pending = False
+    del task
+    gc.collect()
+    thread.join()
+    assert thread.result is True
+    assert sem.value == 0 and sem.waiting == 0
+    stats = sem.statistics()
+    assert stats.acquisitions == 1 and stats.interrupts == 1
 
 
 def test_permits_given_back_by_a_dead_grant_serve_everyone_they_fit(impl):
