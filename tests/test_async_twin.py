@@ -425,21 +425,62 @@ def test_resize_and_close_with_a_closed_loop(impl):
     sem.acquire(n=2)
     _, big = queue_on_a_closed_loop(sem, n=2)
     _, small = queue_on_a_closed_loop(sem, n=1)
-    sem.resize(1)  # turns the big request away: nobody to tell, nothing raised
-    assert sem.waiting == 1
+    # Each of the three outcomes below cannot reach its task: the wait was
+    # abandoned, an interrupt, as a cancelled one is.
+    sem.resize(1)  # turns the big request away: nothing raised here
+    assert sem.waiting == 1 and sem.statistics().interrupts == 1
     sem.resize(2)
     sem.release()  # granted to the small request, which cannot take it: back
     assert sem.value == 1 and sem.waiting == 0
+    assert sem.statistics().interrupts == 2
     sem.acquire()
     _, last = queue_on_a_closed_loop(sem)
-    sem.close()  # nobody to tell, nothing raised
-    assert sem.waiting == 0
+    sem.close()  # nothing raised here
+    assert sem.waiting == 0 and sem.statistics().interrupts == 3
     sem.release(2)
     assert sem.value == 2
-    assert sem.statistics().interrupts == 1  # the small request's undelivered grant
     for task in (big, small, last):
         forget(task)
-    assert sem.value == 2 and sem.statistics().interrupts == 1
+    stats = sem.statistics()
+    assert sem.value == 2 and stats.interrupts == 3 and stats.acquisitions == 2
+
+
+class _RefusingLoop(asyncio.SelectorEventLoop):
+    """A running loop whose call_soon_threadsafe fails as a closed loop's does,
+    when told to."""
+
+    refuse = False
+
+    def call_soon_threadsafe(self, *args: Any, **kwargs: Any) -> Any:
+        if self.refuse:
+            raise RuntimeError("refused")
+        return super().call_soon_threadsafe(*args, **kwargs)
+
+
+def test_a_task_that_looks_after_its_grant_was_abandoned_is_told(impl):
+    # The grant could not be sent, so it went on; if the task looks anyway
+    # (its timer woke it), it learns that it has nothing.
+    sem = impl.Semaphore(0)
+    loop = _RefusingLoop()
+    try:
+
+        async def main() -> None:
+            task = asyncio.create_task(sem.async_acquire(timeout=0.2))
+            await until(lambda: sem.waiting == 1, "the task to queue")
+            loop.refuse = True
+            releaser = threading.Thread(target=sem.release)
+            releaser.start()
+            releaser.join(LIMIT)
+            assert sem.value == 1 and sem.waiting == 0  # passed on: nobody else waits
+            loop.refuse = False
+            with pytest.raises(RuntimeError, match="could not be delivered"):
+                await task
+
+        loop.run_until_complete(asyncio.wait_for(main(), LIMIT))
+    finally:
+        loop.close()
+    stats = sem.statistics()
+    assert stats.interrupts == 1 and stats.acquisitions == 0 and stats.timeouts == 0
 
 
 # ---------------------------------------------------------------------------

@@ -62,7 +62,7 @@ _LONG_LONG_MIN, _LONG_LONG_MAX = -(2**63), 2**63 - 1
 # gets the next permits handed over (FS_STARVE_NS in the C core).
 _STARVE_NS = 1_000_000
 # Waiter states, as in the C core.
-_WAITING, _GRANTED, _CLOSED, _REJECTED, _DONE = range(5)
+_WAITING, _GRANTED, _CLOSED, _REJECTED, _DONE, _ABANDONED = range(6)
 
 # Bumped in every fork child; a semaphore from an older generation renews its
 # mutex and drops the waiters of threads that do not exist in the child.
@@ -406,13 +406,15 @@ class Semaphore:
             self._abandon(queue.popleft())  # the next head competes instead
 
     def _abandon(self, waiter: _Waiter) -> None:
-        """A task's waiter whose loop is closed, out of the queue already: it
-        will never look again, so it is taken out as _cancel would, and what
-        it was granted goes back to the count, for the caller to pass on."""
+        """A task's waiter that signal() could not reach (its loop is closed),
+        out of the queue already, with an outcome (a grant, a close, a lowered
+        bound) it will never see: it is taken out as _cancel would, an
+        interrupted wait, and what it was granted goes back to the count, for
+        the caller to pass on (the core's waiter_abandon)."""
         if waiter.state == _GRANTED:
             self._put(waiter.want)
             self._ungrant(waiter)
-        waiter.state = _DONE
+        waiter.state = _ABANDONED
         self._wait_stats().interrupts += 1
 
     def _put(self, n: int) -> None:
@@ -561,15 +563,17 @@ class Semaphore:
     async def async_acquire(
         self, blocking: bool = True, timeout: float | None = None, *, n: int = 1
     ) -> bool:
-        """Acquire n permits (default 1) from a coroutine: the asynchronous
-        acquire(), with its arguments, results and errors.
+        """Acquire n permits (default 1) from an asyncio task: as acquire(),
+        but waiting suspends the task, not its thread, in the same FIFO queue
+        as threads.
 
-        A task waits in the same queue as threads, in the same order, without
-        blocking its event loop; an acquire that needs no wait returns without
-        suspending. A task cancelled while it waits leaves the queue and takes
-        nothing; one cancelled after its permits were granted, before it
-        resumed, passes them on to the next waiters, as a release would.
-        Either way CancelledError propagates.
+        Returns True, or False if the permits were not granted within timeout
+        seconds (or at once, with blocking false). An uncontended acquire
+        completes without suspending. Cancelled while it waits, the task
+        leaves the queue; cancelled after the grant but before it resumed, it
+        passes the permits on; either way it takes nothing and CancelledError
+        propagates. The arguments and errors are acquire()'s, raised when the
+        call is awaited.
         """
         return await self._async_acquire_into(None, blocking, timeout, n)
 
@@ -717,6 +721,14 @@ class Semaphore:
             return True
         if state == _CLOSED:
             raise SemaphoreClosed("the semaphore is closed")
+        if state == _ABANDONED:
+            # Only if the loop was not closed after all (a loop whose
+            # call_soon_threadsafe refused for another reason) does the task
+            # ever look again.
+            raise RuntimeError(
+                "the grant could not be delivered to this task's event loop; "
+                "the permits were passed on"
+            )
         raise ValueError(  # _REJECTED: a lowered bound
             f"cannot acquire {waiter.want} permits from a semaphore bounded at {self._max_value}"
         )
@@ -731,7 +743,7 @@ class Semaphore:
                 self._ungrant(waiter)
             elif waiter.state == _WAITING and waiter in self._queue:
                 self._queue.remove(waiter)
-            if waiter.state != _DONE:
+            if waiter.state != _DONE and waiter.state != _ABANDONED:
                 waiter.state = _DONE
                 self._wait_stats().interrupts += 1
                 self._dispatch()
@@ -807,20 +819,19 @@ class Semaphore:
     def async_hold(
         self, timeout: float | None = None, *, n: int = 1
     ) -> AbstractAsyncContextManager[Semaphore]:
-        """Return an asynchronous context manager (async with
-        sem.async_hold(timeout):) that acquires n permits on entry, or raises
-        TimeoutError if they are not granted within timeout seconds (None:
-        wait as long as it takes), and releases them on exit, even when the
-        block raises or the task is cancelled.
+        """Return an async context manager that acquires n permits on entry,
+        or raises TimeoutError if they are not granted within timeout seconds
+        (None: wait as long as it takes), and releases them on exit, even
+        when the block raises: hold() for asyncio tasks.
         """
         return AsyncHold(self, timeout, n)
 
     def close(self) -> None:
         """Close the semaphore: every thread waiting in acquire(), every task
         waiting in async_acquire(), and every later acquire, raises
-        SemaphoreClosed at once. Permits already granted
-        stay granted, and release() still works, so that held permits can be
-        given back. Closing twice does nothing more.
+        SemaphoreClosed at once. Permits already granted stay granted, and
+        release() still works, so that held permits can be given back.
+        Closing twice does nothing more.
         """
         with self._lock():
             self._closed = True
@@ -828,7 +839,7 @@ class Semaphore:
                 waiter = self._queue.popleft()
                 waiter.state = _CLOSED
                 if not waiter.signal():
-                    waiter.state = _DONE  # its loop is closed: nobody to tell
+                    self._abandon(waiter)
 
     @property
     def closed(self) -> bool:
@@ -960,7 +971,7 @@ class BoundedSemaphore(Semaphore):
                     self._queue.remove(waiter)
                     waiter.state = _REJECTED
                     if not waiter.signal():
-                        waiter.state = _DONE  # its loop is closed: nobody to tell
+                        self._abandon(waiter)
             self._dispatch()
 
     @property
