@@ -14,6 +14,14 @@ and _cancel fs_sem_cancel; _WaitStats is fs_stats, made at the first wait.
 What the core adds for speed has no counterpart here: the lock-free permit
 word, spinning, wake-ups sent after the mutex is released, the relay.
 
+A task (async_acquire) waits as the core's notified waiter does: its
+_Waiter, in the same queue, holds the task's event loop instead of a lock,
+and signal() sends the news through that loop (call_soon_threadsafe), after
+which the task looks under the mutex as a thread does (_async_wait: the
+binding's loop over fs_sem_poll). A wake-up the loop refuses, because it is
+closed, gives the waiter up as _cancel would (_abandon, the core's
+waiter_abandon): its permits pass on.
+
 A bad argument raises what the C version raises, of the same type. The
 words are the same where the binding chooses them, and the twin's own where
 the C version's come from Cython's or CPython's argument conversion.
