@@ -42,14 +42,16 @@ async def until(predicate: Any, what: str = "condition") -> None:
         await asyncio.sleep(0.001)
 
 
-def finish_now(coro: Any) -> Any:
-    """Steps coro once and returns its result: fails if it suspended (an
-    await that needed the event loop) instead of finishing in that step."""
+def finish_now(awaitable: Any) -> Any:
+    """Steps awaitable (a coroutine, or any object with __await__) once and
+    returns its result: fails if it suspended (an await that needed the event
+    loop) instead of finishing in that step."""
+    steps = awaitable.__await__()  # an iterator, all the protocol asks for
     try:
-        yielded = coro.send(None)
+        yielded = next(steps)
     except StopIteration as done:
         return done.value
-    coro.close()
+    getattr(steps, "close", lambda: None)()
     pytest.fail(f"the coroutine suspended (it yielded {yielded!r})")
 
 
