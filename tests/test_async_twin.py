@@ -23,6 +23,7 @@ from conftest import queue_waiters, wait_until
 
 import fastsem._pyfastsem as python_impl
 from fastsem._common import AsyncHold, Hold, SemaphoreClosed
+from fastsem._pyfastsem import _GRANTED as GRANTED
 
 LIMIT = 10.0  # seconds: any wait here that takes longer is a bug
 
@@ -292,33 +293,29 @@ def test_a_task_cancelled_while_queued_takes_nothing(impl):
     assert stats.interrupts == 1 and stats.acquisitions == 0
 
 
-def test_a_task_cancelled_after_its_grant_passes_the_permits_on(impl):
+@pytest.mark.parametrize("releaser", ["loop", "thread"])
+def test_a_task_cancelled_after_its_grant_passes_the_permits_on(impl, releaser):
     # Granted but not yet resumed, the task never saw the permits: its
-    # cancellation must hand them to the next waiter, a thread here.
-    cancel_after_grant(impl.Semaphore(0), woken=False)
+    # cancellation must hand them to the next waiter, a thread here. Released
+    # in the loop's own thread, the task's future is completed at once and
+    # the cancellation reaches the task as it resumes; released from another
+    # thread, the news is still in the loop's queue when the cancellation
+    # comes (this task does not yield in between).
+    sem = impl.Semaphore(0)
 
-
-def test_a_task_cancelled_after_its_wake_up_ran_passes_the_permits_on():
-    # The twin's wake-up has run and completed the task's future, but the
-    # task has not resumed: the cancellation reaches it as it resumes.
-    # (When that state exists depends on how a wake-up travels: this test
-    # knows the twin's.)
-    cancel_after_grant(python_impl.Semaphore(0), woken=True)
-
-
-def cancel_after_grant(sem: Any, woken: bool) -> None:
     async def main() -> None:
         task = asyncio.create_task(sem.async_acquire())
         await until(lambda: sem.waiting == 1, "the task to queue")
         (thread,) = queue_waiters(sem, [1])
-        if woken:
-            waiter = sem._queue[0]
-        sem.release()
-        if woken:
-            # This task yields once: the wake-up runs before it resumes,
-            # and the woken task's step is queued after it.
-            await asyncio.sleep(0)
-            assert waiter.future.done() and not task.done()
+        waiter = sem._queue[0] if impl is python_impl else None
+        if releaser == "loop":
+            sem.release()
+        else:
+            other = threading.Thread(target=sem.release)
+            other.start()
+            other.join(LIMIT)
+        if waiter is not None:  # the twin: the state is the one meant
+            assert waiter.state == GRANTED and waiter.future.done() == (releaser == "loop")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -40,6 +40,7 @@ import copy
 import math
 import operator
 import os
+import sys
 import threading
 from _thread import LockType
 from _thread import allocate_lock as _allocate_lock
@@ -174,14 +175,18 @@ class _Waiter:
         self.waited = 0  # queued_at to the grant, once granted
 
     def signal(self) -> bool:
-        """Under the mutex: wakes the waiter to look. Returns False if the
-        wake-up cannot be delivered: the task's loop is closed, so the task
-        will never look again and the caller must take it out (what it was
-        granted passes on)."""
+        """Under the mutex: wakes the waiter to look. A task's news goes
+        through its loop: at once if this is the loop's own thread (the task
+        cannot be running: this thread is running the signaller), else with
+        call_soon_threadsafe. Returns False if it cannot be delivered: the
+        task's loop is closed, so the task will never look again and the
+        caller must take it out (what it was granted passes on)."""
         if not self.signalled:
             self.signalled = True
             if self.loop is None:
                 self.wakeup.release()
+            elif sys.modules["asyncio"]._get_running_loop() is self.loop:
+                self.wake()  # completing a future runs nothing: it schedules
             else:
                 try:
                     self.loop.call_soon_threadsafe(self.wake)
@@ -190,11 +195,11 @@ class _Waiter:
         return True
 
     def wake(self) -> None:
-        """A task's waiter, in its loop's thread (scheduled by signal(), or by
-        the timer of a timeout): resumes the task, which then looks under the
-        mutex. A future already done (cancelled, or woken by an earlier call)
-        is left alone; a wake-up meant for an earlier future that reaches a
-        later one only makes the task look once more."""
+        """A task's waiter, in its loop's thread (from signal(), or the timer
+        of a timeout): resumes the task, which then looks under the mutex. A
+        future already done (cancelled, or woken by an earlier call) is left
+        alone; a wake-up meant for an earlier future that reaches a later one
+        only makes the task look once more."""
         future = self.future
         if future is not None and not future.done():
             future.set_result(None)
