@@ -18,12 +18,13 @@ cimport cython
 from libc.math cimport isnan
 from libc.stdint cimport int64_t, uint64_t
 
+import collections.abc
 import os
 import threading
 
-from fastsem import _common
 from fastsem._common import (
     COUNT_MAX,
+    AsyncHold,
     Hold,
     HolderTracker,
     SemaphoreClosed,
@@ -344,7 +345,7 @@ cdef class Semaphore:
         (None: wait as long as it takes), and releases them on exit, even
         when the block raises: hold() for asyncio tasks.
         """
-        return _common.AsyncHold(self, timeout, n)
+        return AsyncHold(self, timeout, n)
 
     def close(self):
         """Close the semaphore: every thread waiting in acquire(), every task
@@ -713,15 +714,35 @@ cdef inline void _await_notifier(fs_waiter *node) noexcept nogil:
 @cython.final
 @cython.auto_pickle(False)
 cdef class _Done:
-    """An awaitable that is done at once, with None: what `async with` awaits
-    when nothing needs to wait (no coroutine object to make)."""
+    """A coroutine that is done at once, with None: what `async with` awaits
+    when nothing needs to wait, without making a coroutine object. It has a
+    coroutine's methods and is registered as a Coroutine, so that whatever
+    takes a coroutine (asyncio.create_task, asyncio.run, stepping it with
+    send) takes it too. It keeps no state: one serves every caller."""
 
     def __await__(self):
-        return _EXHAUSTED
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise StopIteration
+
+    def send(self, value):
+        raise StopIteration
+
+    def throw(self, typ, val=None, tb=None):
+        if val is None:
+            raise typ
+        raise val.with_traceback(tb) if tb is not None else val
+
+    def close(self):
+        pass
 
 
-cdef object _EXHAUSTED = iter(())  # stays exhausted: one for every await
 cdef _Done _DONE = _Done()
+collections.abc.Coroutine.register(_Done)
 
 
 cdef inline object _async_enter(Semaphore self):
@@ -743,6 +764,10 @@ async def _async_acquire(Semaphore self, object blocking, object timeout, object
         if not blocking:
             raise ValueError("can't specify timeout for non-blocking acquire")
         deadline = _deadline(timeout)
+        if deadline <= fs_now():
+            # Due already (timeout <= 0): the thread's one attempt, counted
+            # as the thread's (a timeout), and no suspension.
+            return _acquire(self, blocking, timeout, n, receipt)
     elif not blocking:
         wait = False
     if self._tracker is not None:
