@@ -26,6 +26,12 @@ Design, in short:
   still being closed, or while a shrink drains).
 - **No background thread.** Lifetimes are enforced when resources are
   checked out and returned; leaks are reported by the next pool call.
+- **Tasks.** ``async_acquire()`` is ``acquire()`` with two awaits: for a
+  place, in the semaphore's one FIFO queue (``_async_acquire_into``), and
+  for room, on a wake-up that ``_notify()`` sends through the task's own
+  loop, where a thread waits on the condition. Everything between runs in
+  the task as it runs in a thread, factory() and check() included, and the
+  same handler undoes whatever a CancelledError at either await finds.
 """
 
 from __future__ import annotations
@@ -270,6 +276,9 @@ class ResourcePool(Generic[T]):
     repr() and in log messages.
 
     The pool is a context manager: leaving the block calls close().
+
+    asyncio tasks use async_acquire() and async_lease(): they wait in the
+    same line as the threads, without blocking their loop.
     """
 
     # What counts the places: the implementation fastsem._impl chose (the
