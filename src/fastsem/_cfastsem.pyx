@@ -21,6 +21,7 @@ from libc.stdint cimport int64_t, uint64_t
 import os
 import threading
 
+from fastsem import _common
 from fastsem._common import (
     COUNT_MAX,
     Hold,
@@ -30,6 +31,12 @@ from fastsem._common import (
 )
 
 from fastsem._core cimport *
+
+cdef extern from "<sched.h>" nogil:
+    int sched_yield()
+
+cdef extern from "Python.h":
+    void PyErr_SetInterrupt()
 
 cdef extern from *:
     """
@@ -107,6 +114,9 @@ cdef int _raise_for(int rc, fs_count count, Semaphore sem) except -1:
         raise ValueError("the bound must be >= 0")
     if rc == FS_ENOMEM:
         raise MemoryError("could not initialise a wait")
+    if rc == FS_ABANDONED:
+        raise RuntimeError("the grant could not be delivered to this task's event loop; "
+                           "the permits were passed on")
     raise SystemError(f"fastsem: unexpected status {rc} from the core")
 
 
@@ -297,6 +307,43 @@ cdef class Semaphore:
         """
         return Hold(self, timeout, n)
 
+    def async_acquire(self, blocking=True, timeout=None, *, n=1):
+        """Acquire n permits (default 1) from an asyncio task: as acquire(),
+        but waiting suspends the task, not its thread, in the same FIFO queue
+        as threads.
+
+        Returns True, or False if the permits were not granted within timeout
+        seconds (or at once, with blocking false). An uncontended acquire
+        completes without suspending. Cancelled while it waits, the task
+        leaves the queue; cancelled after the grant but before it resumed, it
+        passes the permits on; either way it takes nothing and CancelledError
+        propagates. The arguments and errors are acquire()'s, raised when the
+        call is awaited.
+        """
+        return _async_acquire(self, blocking, timeout, n, None)
+
+    def _async_acquire_into(self, list receipt, blocking=True, timeout=None, n=1):
+        # async_acquire() for fastsem's own callers (AsyncHold, the pool):
+        # the count is appended to receipt in compiled code, in the step that
+        # takes the permits, as _acquire_into does.
+        return _async_acquire(self, blocking, timeout, n, receipt)
+
+    async def __aenter__(self):
+        if self._tracker is not None or fs_sem_try_acquire(&self._sem, 1) != FS_OK:
+            await _async_acquire(self, True, None, ONE, None)
+        return None
+
+    async def __aexit__(self, exc_type, exc, tb):
+        _exit(self)
+
+    def async_hold(self, timeout=None, *, n=1):
+        """Return an async context manager that acquires n permits on entry,
+        or raises TimeoutError if they are not granted within timeout seconds
+        (None: wait as long as it takes), and releases them on exit, even
+        when the block raises: hold() for asyncio tasks.
+        """
+        return _common.AsyncHold(self, timeout, n)
+
     def close(self):
         """Close the semaphore: every thread waiting in acquire(), and every
         later acquire, raises SemaphoreClosed at once. Permits already granted
@@ -396,7 +443,7 @@ cdef class BoundedSemaphore(Semaphore):
     def __init__(self, value=1, *, fair=True, track_holders=False):
         self._configure(value, True, fair, track_holders)
 
-    # The same four methods again: CPython checks a method's `self` against
+    # The same six methods again: CPython checks a method's `self` against
     # the class that defines it, with one pointer compare if it is that very
     # class and a walk up the bases if not, which an inherited method would
     # pay on every call (docs/design.rst, "Methods defined twice").
@@ -413,6 +460,14 @@ cdef class BoundedSemaphore(Semaphore):
         return _acquire_one(self)
 
     def __exit__(self, exc_type, exc, tb):
+        _exit(self)
+
+    async def __aenter__(self):
+        if self._tracker is not None or fs_sem_try_acquire(&self._sem, 1) != FS_OK:
+            await _async_acquire(self, True, None, ONE, None)
+        return None
+
+    async def __aexit__(self, exc_type, exc, tb):
         _exit(self)
 
     def __repr__(self):
@@ -549,3 +604,158 @@ cdef inline object _exit(Semaphore self):
         return _release(self, ONE)
     self.release()
     return None
+
+
+# asyncio tasks. A task waits in the core's queue as a notified waiter
+# (fastsem_core.h, "Notified waiters"): its node lives in a _TaskWaiter that
+# the task's coroutine frame keeps alive until the wait is finished, and
+# whoever decides its wake-up calls _notify_task, which brings the news to
+# the task's loop. The task then looks with fs_sem_poll. asyncio is imported
+# at the first wait of a task, never by importing fastsem.
+
+cdef object _asyncio = None
+cdef object _get_running_loop = None  # the current thread's running loop, or None
+
+
+cdef object _load_asyncio():
+    global _asyncio, _get_running_loop
+    if _asyncio is None:
+        import asyncio
+        import asyncio.events
+        _get_running_loop = asyncio.events._get_running_loop
+        _asyncio = asyncio
+    return _asyncio
+
+
+@cython.final
+@cython.auto_pickle(False)
+cdef class _TaskWaiter:
+    """A task's place in the queue: the core's node, the task's loop, and
+    what the task awaits now. Everything but the node is read and written in
+    the loop's thread only; other threads reach it through the loop
+    (call_soon_threadsafe)."""
+    cdef fs_waiter node
+    cdef object loop
+    cdef object future  # what the task awaits, or None while it runs
+    cdef bint woken     # told since the task last looked
+    cdef object timer
+
+    cdef inline void wake_now(self):
+        # In the loop's thread: the task is to look again (fs_sem_poll).
+        self.woken = True
+        future = self.future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def _wake(self):
+        self.wake_now()
+
+    def _time_out(self):
+        self.timer = None
+        self.wake_now()
+
+    cdef int deliver(self) except -1:
+        if _get_running_loop() is self.loop:
+            self.wake_now()  # in the loop's own thread: now, a loop turn sooner
+        else:
+            self.loop.call_soon_threadsafe(self._wake)
+        return 0
+
+
+cdef int _notify_task(fs_waiter *node) noexcept nogil:
+    # The core calls this after its unlock, in whichever thread decided the
+    # wake-up (a release, a close, another waiter's timeout), with or without
+    # the GIL. Returns nonzero if the news can never reach the task (its loop
+    # is closed): the core then passes the task's permits on.
+    with gil:
+        waiter = <_TaskWaiter>node.notify_arg
+        delivered = interrupted = False
+        for attempt in range(3):
+            try:
+                waiter.deliver()
+                delivered = True
+                break
+            except BaseException as exc:
+                # A signal handler's exception (Ctrl-C) landing inside the
+                # delivery must not cost the task its grant: deliver again,
+                # and raise it again at the thread's next check for signals.
+                interrupted = interrupted or isinstance(exc, KeyboardInterrupt)
+                try:
+                    if waiter.loop.is_closed():
+                        break
+                except BaseException:
+                    pass
+        if interrupted:
+            PyErr_SetInterrupt()
+        return 0 if delivered else 1
+
+
+cdef inline void _await_notifier(fs_waiter *node) noexcept nogil:
+    # A notification is being sent; its sender may need the GIL to finish.
+    while fs_waiter_notifying(node):
+        sched_yield()
+
+
+async def _async_acquire(Semaphore self, object blocking, object timeout, object n,
+                         list receipt):
+    cdef fs_count count = _as_count(n)
+    cdef fs_time deadline = FS_FOREVER
+    cdef int rc
+    cdef list record = None
+    cdef bint wait = True
+    cdef _TaskWaiter waiter
+    if timeout is not None:
+        if not blocking:
+            raise ValueError("can't specify timeout for non-blocking acquire")
+        deadline = _deadline(timeout)
+    elif not blocking:
+        wait = False
+    if self._tracker is not None:
+        record = self._tracker.record(count)
+    rc = fs_sem_try_acquire(&self._sem, count)
+    if rc == FS_WOULD_BLOCK and wait:
+        loop = _load_asyncio().get_running_loop()
+        waiter = _TaskWaiter.__new__(_TaskWaiter)
+        waiter.loop = loop
+        # A wake-up reaches the waiter in the loop's thread, where this code
+        # runs until its next await: none can come before the future is made.
+        rc = fs_sem_acquire_or_enqueue_notified(&self._sem, &waiter.node, count,
+                                                _notify_task, <void *>waiter)
+        if rc == FS_QUEUED:
+            try:
+                while True:
+                    if not waiter.woken:
+                        if deadline != FS_FOREVER and waiter.timer is None:
+                            waiter.timer = loop.call_later(
+                                max(deadline - fs_now(), 0) / 1e9, waiter._time_out)
+                        waiter.future = loop.create_future()
+                        await waiter.future
+                        waiter.future = None
+                    waiter.woken = False
+                    rc = fs_sem_poll(&self._sem, &waiter.node, deadline)
+                    if rc == FS_IN_FLIGHT:
+                        with nogil:
+                            _await_notifier(&waiter.node)
+                        waiter.woken = True  # look again at once
+                    elif rc != FS_QUEUED:
+                        break
+            except BaseException:
+                # Cancelled (or the coroutine closed): leave the queue, passing
+                # on a grant that came meanwhile. The core may wait here for a
+                # notifier, which may need the GIL.
+                with nogil:
+                    fs_sem_cancel(&self._sem, &waiter.node)
+                raise
+            finally:
+                if waiter.timer is not None:
+                    waiter.timer.cancel()
+                    waiter.timer = None
+    if rc != FS_OK:
+        if rc == FS_WOULD_BLOCK or rc == FS_TIMEOUT:
+            return False
+        _raise_for(rc, count, self)
+    if record is not None:
+        _store_record(self._tracker, record)
+    if receipt is not None:
+        receipt.append(count)
+    return True
