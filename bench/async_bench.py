@@ -235,6 +235,8 @@ class Contended:
     acquisitions: int  # in the window
     ops_per_s: float | None
     jain: float | None  # of the counts of all the workers, tasks and threads
+    jain_tasks: float | None  # of the tasks' counts only
+    jain_threads: float | None  # of the threads' counts only
     per_task_mean: float | None  # grants per task in the window
     per_thread_mean: float | None
     task_wait_p50_ns: int | None
@@ -532,6 +534,8 @@ def analyse(
         acquisitions=total,
         ops_per_s=total / seconds if seconds > 0 else None,
         jain=_compare.jain_index(counts),
+        jain_tasks=_compare.jain_index(task_counts) if task_counts else None,
+        jain_threads=_compare.jain_index(thread_counts) if thread_counts else None,
         per_task_mean=sum(task_counts) / len(task_counts) if task_counts else None,
         per_thread_mean=sum(thread_counts) / len(thread_counts) if thread_counts else None,
         task_wait_p50_ns=pct(task_waits, 50),
@@ -831,6 +835,8 @@ def table_lines(run: Run) -> list[list[str]]:
     lines.append([CONTENDED, *("" for _ in rows)])
     line("  ops/s", lambda r: _fixed(con("ops_per_s")(r), 0))
     line("  Jain", lambda r: _fixed(con("jain")(r), 3))
+    line("    of the tasks", lambda r: _fixed(con("jain_tasks")(r), 3))
+    line("    of the threads", lambda r: _fixed(con("jain_threads")(r), 3))
     line("  grants per task", lambda r: _fixed(con("per_task_mean")(r), 1))
     line("  grants per thread", lambda r: _fixed(con("per_thread_mean")(r), 1))
     for kind in ("task", "thread"):
@@ -875,7 +881,8 @@ def footnote(run: Run) -> str:
             f"median and p99 of {p.thread_repeats} x {p.thread_rounds:,} handoffs.",
             f"{CONTENDED}: tasks hold across one pass of the loop, threads spin "
             f"{p.hold_ns / 1e3:g} us; {p.contended_seconds:g} s measured after "
-            f"{p.warmup:g} s; Jain's index of all {TASKS + THREADS} workers' grants.",
+            f"{p.warmup:g} s; Jain's index of all {TASKS + THREADS} workers' grants, "
+            "then of each kind's.",
             f"FIFO: {p.fifo_waiters} waiters, tasks and threads alternating, queued one "
             "by one; grants in arrival order, of all.",
             "x asyncio / x aiologic: the figure over that peer's; '-': the peer cannot "

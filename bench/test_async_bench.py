@@ -125,7 +125,8 @@ def test_every_figure_of_a_peer(smoke_run, peer_name):
     assert (con["tasks"], con["threads"], con["value"]) == (ab.TASKS, ab.THREADS, ab.VALUE)
     assert len(con["per_worker_counts"]) == ab.TASKS + ab.THREADS
     assert con["acquisitions"] == sum(con["per_worker_counts"]) > 0
-    for name in ("ops_per_s", "jain", "per_task_mean", "task_wait_p99_ns", "wait_max_ns"):
+    for name in ("ops_per_s", "jain", "jain_tasks", "jain_threads", "per_task_mean",
+                 "task_wait_p99_ns", "wait_max_ns"):  # fmt: skip
         assert _number(con[name]), name
     assert con["task_wait_p50_ns"] <= con["task_wait_p99_ns"] <= con["task_wait_max_ns"]
     # Behaviour, not timing: never more holders than permits.
@@ -228,7 +229,7 @@ def test_analyse_counts_the_window_only():
     threads = [_stamps((0, 50), (50, 60))]
     con = ab.analyse(tasks, threads, 10, 100, max_holders=3)
     assert con.per_worker_counts == [2, 2, 2]  # the grant at 200 is outside
-    assert con.acquisitions == 6 and con.jain == 1.0
+    assert con.acquisitions == 6 and con.jain == con.jain_tasks == con.jain_threads == 1.0
     assert con.per_task_mean == 2 and con.per_thread_mean == 2
     assert con.task_wait_max_ns == 20 and con.thread_wait_max_ns == 50
     assert con.wait_max_ns == 50 and con.max_holders == 3
@@ -239,7 +240,17 @@ def test_jain_shows_an_unfair_share():
     tasks = [_stamps(*((i, i + 1) for i in range(0, 90, 10))), _stamps((0, 5))]
     con = ab.analyse(tasks, [], 0, 100, max_holders=1)
     assert con.per_worker_counts == [9, 1]
-    assert con.jain == pytest.approx(100 / (2 * 82))
+    assert con.jain == con.jain_tasks == pytest.approx(100 / (2 * 82))
+    assert con.jain_threads is None
+
+
+def test_jain_of_each_kind():
+    # Each kind shares evenly among itself; the tasks come back twice as often.
+    tasks = [_stamps((0, 10), (10, 20)), _stamps((0, 15), (15, 25))]
+    threads = [_stamps((0, 30)), _stamps((0, 35))]
+    con = ab.analyse(tasks, threads, 0, 100, max_holders=2)
+    assert con.jain_tasks == con.jain_threads == 1.0
+    assert con.jain == pytest.approx(36 / (4 * 10))
 
 
 def test_one_way_figures():
