@@ -21,6 +21,8 @@ from collections.abc import Awaitable
 from typing import Any, Callable, TypeVar
 
 import pytest
+from injection import every_point
+from test_exception_safety import POOL_CODE, World, check_pool
 from test_pool import (
     SECONDS,
     Acquirer,
@@ -604,3 +606,54 @@ def test_invariants_after_random_cancellations(fair: bool) -> None:
     assert not violations, violations[:5]
     assert outcomes["granted"] and outcomes["cancelled"] and outcomes["timeout"], outcomes
     check_idle_invariants(pool, tracker)
+
+
+# -- an exception at every point -------------------------------------------------------
+
+
+def async_scenario(world: World) -> None:
+    """plain_scenario of test_exception_safety.py, from a task: the fast path,
+    a queued wait, PoolTimeout both ways, release, discard and a lease."""
+    pool = world.pool
+
+    async def acquire(**kwargs: Any) -> Any:
+        resource = await pool.async_acquire(**kwargs)
+        world.held.append(resource)
+        return resource
+
+    async def main() -> None:
+        first = await acquire()
+        second = await acquire()
+        with pytest.raises(PoolTimeout):
+            await pool.async_acquire(timeout=0)
+        with pytest.raises(PoolTimeout):
+            await pool.async_acquire(timeout=0.001)  # the queued wait
+        world.release(first)
+        again = await acquire()  # the idle one, on the fast path
+        world.discard(second)
+        lease = pool.async_lease()
+        world.leases.append(lease)
+        async with lease as leased:
+            assert leased is not again
+        world.release(again)
+
+    asyncio.run(main())
+
+
+@pytest.mark.slow
+@pytest.mark.thread_unsafe(reason="injects exceptions through sys.monitoring: one tool per process")
+# An exception right after a coroutine function returns its coroutine, before
+# the await, leaves that coroutine never started: CPython warns, and that is
+# all (it holds nothing).
+@pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning")
+def test_async_pool_survives_an_exception_at_every_point(impl: Any) -> None:
+    """As test_exception_safety.py's pool tests, through async_acquire() and
+    async_lease(): the exception lands in the pool's code (between its
+    awaits too), the semaphore's is not traced."""
+
+    def check(world: World, injector: Any) -> None:
+        assert not world.pool._task_room_waiters, injector.fired
+        check_pool(world, injector)
+
+    points = every_point(POOL_CODE, lambda: World(impl, max_size=2), async_scenario, check)
+    assert points > 100
