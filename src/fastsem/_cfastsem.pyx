@@ -320,21 +320,20 @@ cdef class Semaphore:
         propagates. The arguments and errors are acquire()'s, raised when the
         call is awaited.
         """
-        return _async_acquire(self, blocking, timeout, n, None)
+        return _async_acquire(self, blocking, timeout, n, None, False)
 
     def _async_acquire_into(self, list receipt, blocking=True, timeout=None, n=1):
         # async_acquire() for fastsem's own callers (AsyncHold, the pool):
         # the count is appended to receipt in compiled code, in the step that
         # takes the permits, as _acquire_into does.
-        return _async_acquire(self, blocking, timeout, n, receipt)
+        return _async_acquire(self, blocking, timeout, n, receipt, False)
 
-    async def __aenter__(self):
-        if self._tracker is not None or fs_sem_try_acquire(&self._sem, 1) != FS_OK:
-            await _async_acquire(self, True, None, ONE, None)
-        return None
+    def __aenter__(self):
+        return _async_enter(self)
 
-    async def __aexit__(self, exc_type, exc, tb):
+    def __aexit__(self, exc_type, exc, tb):
         _exit(self)
+        return _DONE
 
     def async_hold(self, timeout=None, *, n=1):
         """Return an async context manager that acquires n permits on entry,
@@ -462,13 +461,12 @@ cdef class BoundedSemaphore(Semaphore):
     def __exit__(self, exc_type, exc, tb):
         _exit(self)
 
-    async def __aenter__(self):
-        if self._tracker is not None or fs_sem_try_acquire(&self._sem, 1) != FS_OK:
-            await _async_acquire(self, True, None, ONE, None)
-        return None
+    def __aenter__(self):
+        return _async_enter(self)
 
-    async def __aexit__(self, exc_type, exc, tb):
+    def __aexit__(self, exc_type, exc, tb):
         _exit(self)
+        return _DONE
 
     def __repr__(self):
         cls = type(self)
@@ -613,18 +611,28 @@ cdef inline object _exit(Semaphore self):
 # the task's loop. The task then looks with fs_sem_poll. asyncio is imported
 # at the first wait of a task, never by importing fastsem.
 
-cdef object _asyncio = None
 cdef object _get_running_loop = None  # the current thread's running loop, or None
+cdef object _running_loop = None      # the same, or RuntimeError if none runs
 
 
-cdef object _load_asyncio():
-    global _asyncio, _get_running_loop
-    if _asyncio is None:
-        import asyncio
-        import asyncio.events
-        _get_running_loop = asyncio.events._get_running_loop
-        _asyncio = asyncio
-    return _asyncio
+cdef object _asyncio_import_lock = threading.Lock()
+
+
+cdef inline object _this_tasks_loop():
+    if _running_loop is None:
+        _import_asyncio()
+    return _running_loop()
+
+
+cdef void _import_asyncio() except *:
+    # Once, under a lock: on a free-threaded build two threads replacing a
+    # global at once could free the object the other just read.
+    global _get_running_loop, _running_loop
+    with _asyncio_import_lock:
+        if _running_loop is None:
+            import asyncio.events
+            _get_running_loop = asyncio.events._get_running_loop
+            _running_loop = asyncio.events.get_running_loop
 
 
 @cython.final
@@ -696,8 +704,29 @@ cdef inline void _await_notifier(fs_waiter *node) noexcept nogil:
         sched_yield()
 
 
+@cython.final
+@cython.auto_pickle(False)
+cdef class _Done:
+    """An awaitable that is done at once, with None: what `async with` awaits
+    when nothing needs to wait (no coroutine object to make)."""
+
+    def __await__(self):
+        return _EXHAUSTED
+
+
+cdef object _EXHAUSTED = iter(())  # stays exhausted: one for every await
+cdef _Done _DONE = _Done()
+
+
+cdef inline object _async_enter(Semaphore self):
+    if self._tracker is None and fs_sem_try_acquire(&self._sem, 1) == FS_OK:
+        return _DONE
+    return _async_acquire(self, True, None, ONE, None, True)
+
+
 async def _async_acquire(Semaphore self, object blocking, object timeout, object n,
-                         list receipt):
+                         list receipt, bint entering):
+    # entering: for `async with`, which gives None, as asyncio.Semaphore's.
     cdef fs_count count = _as_count(n)
     cdef fs_time deadline = FS_FOREVER
     cdef int rc
@@ -714,7 +743,7 @@ async def _async_acquire(Semaphore self, object blocking, object timeout, object
         record = self._tracker.record(count)
     rc = fs_sem_try_acquire(&self._sem, count)
     if rc == FS_WOULD_BLOCK and wait:
-        loop = _load_asyncio().get_running_loop()
+        loop = _this_tasks_loop()
         waiter = _TaskWaiter.__new__(_TaskWaiter)
         waiter.loop = loop
         # A wake-up reaches the waiter in the loop's thread, where this code
@@ -758,4 +787,4 @@ async def _async_acquire(Semaphore self, object blocking, object timeout, object
         _store_record(self._tracker, record)
     if receipt is not None:
         receipt.append(count)
-    return True
+    return None if entering else True
