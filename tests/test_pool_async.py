@@ -52,11 +52,14 @@ def run(coro: Awaitable[R]) -> R:
 
 
 async def until(predicate: Callable[[], bool], what: str = "condition") -> None:
-    """Polls predicate, yielding to the loop, until true (or fails the test)."""
+    """Polls predicate, yielding to the loop, until true (or fails the test:
+    with an AssertionError, an Exception, as a task's failure should be;
+    pytest.fail() raises a BaseException, which asyncio does not expect
+    from a task)."""
     deadline = time.monotonic() + 10.0
     while not predicate():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.0005)
 
 
