@@ -165,9 +165,10 @@ class _Checkout(Generic[T]):
     field is set in the same critical section as the change it stands for,
     or before a change whose undo is idempotent."""
 
-    __slots__ = ("dropping", "fresh", "made", "making", "popped")
+    __slots__ = ("deadline", "dropping", "fresh", "made", "making", "popped")
 
     def __init__(self) -> None:
+        self.deadline: float | None = None  # of a wait for room (monotonic())
         self.making = False  # a place in _size is reserved for factory()
         self.made: T | None = None  # what factory() returned, until it has a slot
         self.fresh: _Slot[T] | None = None  # its slot, not yet placed
@@ -575,32 +576,33 @@ class ResourcePool(Generic[T]):
         stack = _caller_stack() if self._leak_timeout is not None else None
         loop = asyncio.get_running_loop()
         token = id(checkout)
-        wait: list[Any] = [deadline, None, None]  # the deadline, the wake-up, what is left
+        checkout.deadline = deadline
+        wait: list[Any] = [None, None]  # the wake-up to await, and for how long at most
 
-        def wait_for_room() -> None:
+        def task_wait() -> None:
             # With the lock held: the deadline's checks are _wait_for_room()'s.
-            if wait[0] is None:
+            if checkout.deadline is None:
                 limit = self._timeout if timeout is _DEFAULT else timeout
                 if limit is not None:
-                    wait[0] = monotonic() + float(limit)
-            remaining = None if wait[0] is None else wait[0] - monotonic()
+                    checkout.deadline = monotonic() + float(limit)
+            remaining = None if checkout.deadline is None else checkout.deadline - monotonic()
             if remaining is not None and remaining <= 0:
                 self._timeouts += 1
                 raise PoolTimeout(f"no resource free in pool {self._name!r} in time")
             woken = loop.create_future()
             self._room_waiters.add(token)
             self._task_room_waiters[token] = functools.partial(_wake_task, loop, woken)
-            wait[1], wait[2] = woken, remaining
+            wait[0], wait[1] = woken, remaining
 
         while True:
-            slot = self._checkout_step(checkout, stack, wait_for_room)
+            slot = self._checkout_step(checkout, timeout, stack, task_wait)
             if slot is not None:
                 return slot
-            woken, wait[1] = wait[1], None
+            woken, wait[0] = wait[0], None
             if woken is None:
                 continue
             try:
-                await asyncio.wait((woken,), timeout=wait[2])
+                await asyncio.wait((woken,), timeout=wait[1])
             finally:
                 with self._lock:
                     self._room_waiters.discard(token)
@@ -710,28 +712,25 @@ class ResourcePool(Generic[T]):
         (after the expiry rules and check()), or a new one. What it holds
         is in `checkout`; if it raises, acquire() undoes that."""
         stack = _caller_stack() if self._leak_timeout is not None else None
-        wait = [deadline]
-
-        def wait_for_room() -> None:
-            # With the lock held, as the condition's wait needs it.
-            wait[0] = self._wait_for_room(timeout, wait[0], id(checkout))
-
+        checkout.deadline = deadline
         while True:
-            slot = self._checkout_step(checkout, stack, wait_for_room)
+            slot = self._checkout_step(checkout, timeout, stack)
             if slot is not None:
                 return slot
 
     def _checkout_step(
         self,
         checkout: _Checkout[T],
+        timeout: float | _Default | None,
         stack: traceback.StackSummary | None,
-        wait_for_room: Callable[[], None],
+        task_wait: Callable[[], None] | None = None,
     ) -> _Slot[T] | None:
         """One round of a checkout (acquire()'s and async_acquire()'s): returns
         the slot handed out, or None to go round again. When no resource is
-        idle and there is no room to make one, it calls wait_for_room() with
-        the lock held, which waits (a thread) or arranges to be woken (a
-        task), or raises PoolTimeout."""
+        idle and there is no room to make one, a thread waits for room on the
+        condition (until checkout.deadline); a task's task_wait() arranges for
+        it to be woken; either raises PoolTimeout once the time is up. Both
+        are called with the lock held, so that no notification is missed."""
         if checkout.dropping is not None:
             self._drop(checkout.dropping)  # the place is freed even if close() raises
             checkout.dropping = None
@@ -765,8 +764,11 @@ class ResourcePool(Generic[T]):
             elif self._size < self._max_size:
                 checkout.making = True
                 self._size += 1
+            elif task_wait is None:
+                checkout.deadline = self._wait_for_room(timeout, checkout.deadline, id(checkout))
+                return None
             else:
-                wait_for_room()
+                task_wait()
                 return None
         if checkout.dropping is not None:
             return None  # expired: closed at the top of the next round
