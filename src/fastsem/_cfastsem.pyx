@@ -146,17 +146,20 @@ cdef class Semaphore:
     A counting semaphore, a drop-in for threading.Semaphore that is FIFO-fair.
 
     It manages a count of free permits: acquire() takes permits, waiting in
-    line while there are not enough; release() gives them back. In fair mode
-    (the default) permits go to waiting threads strictly in the order they
-    called acquire(), a release hands them straight to the oldest waiter, and
-    no thread takes a permit while an earlier one is still waiting. With
-    fair=False an arriving acquire() may take free permits ahead of waiting
-    threads (barging), which gives more throughput under contention; a
-    waiter passed over after waiting a millisecond gets the next permits.
+    line while there are not enough; release() gives them back. Tasks of any
+    asyncio event loop wait in the same line, through async_acquire(),
+    async with and async_hold(), without blocking their loop. In fair mode
+    (the default) permits go to waiting threads and tasks strictly in the
+    order they asked, a release hands them straight to the oldest waiter,
+    and nobody takes a permit while an earlier waiter is still waiting. With
+    fair=False an arriving acquire may take free permits ahead of waiters
+    (barging), which gives more throughput under contention; a waiter passed
+    over after waiting a millisecond gets the next permits.
 
     value is the initial count and defaults to 1; a negative value raises
     ValueError. With track_holders=True the semaphore records which thread
-    holds how many permits and where it acquired them (see holders()).
+    or task holds how many permits and where it acquired them (see
+    holders()).
     """
     cdef fs_sem _sem
     cdef bint _initialized
@@ -344,10 +347,11 @@ cdef class Semaphore:
         return _common.AsyncHold(self, timeout, n)
 
     def close(self):
-        """Close the semaphore: every thread waiting in acquire(), and every
-        later acquire, raises SemaphoreClosed at once. Permits already granted
-        stay granted, and release() still works, so that held permits can be
-        given back. Closing twice does nothing more.
+        """Close the semaphore: every thread waiting in acquire(), every task
+        waiting in async_acquire(), and every later acquire, raises
+        SemaphoreClosed at once. Permits already granted stay granted, and
+        release() still works, so that held permits can be given back.
+        Closing twice does nothing more.
         """
         self._check_initialized()
         fs_sem_close(&self._sem)
@@ -377,8 +381,9 @@ cdef class Semaphore:
 
     def statistics(self):
         """Return a SemaphoreStatistics snapshot: acquisitions, contended
-        acquisitions, timeouts, interrupts, threads waiting now and at most,
-        and the total, maximum and p50/p90/p99 wait times in seconds."""
+        acquisitions, timeouts, interrupts, threads and tasks waiting now and
+        at most, and the total, maximum and p50/p90/p99 wait times in
+        seconds."""
         cdef fs_stats snapshot
         cdef uint64_t *histogram
         self._check_initialized()
@@ -396,8 +401,8 @@ cdef class Semaphore:
         fs_sem_reset_statistics(&self._sem)
 
     def holders(self):
-        """Return who holds permits now, as a list of Holder records (thread,
-        permits, where they were acquired). Needs track_holders=True."""
+        """Return who holds permits now, as a list of Holder records (thread or
+        task, permits, where they were acquired). Needs track_holders=True."""
         self._check_initialized()
         if self._tracker is None:
             raise RuntimeError("holders() needs Semaphore(..., track_holders=True)")
@@ -417,7 +422,8 @@ cdef class Semaphore:
 
     @property
     def waiting(self):
-        """Threads queued in acquire() now (a snapshot)."""
+        """Threads queued in acquire() and tasks in async_acquire() now (a
+        snapshot)."""
         self._check_initialized()
         return fs_sem_waiting(&self._sem)
 
