@@ -113,13 +113,10 @@ def _fastsem_peer(name: str, header: str, module: Any) -> Peer | str:
     """fastsem's Semaphore of `module`, or why it cannot run here."""
     if module is None:
         return "the compiled module is not in use (FASTSEM_NO_EXTENSIONS, or no build)"
-    cls = module.Semaphore
-    if not hasattr(cls, "async_acquire"):
-        return "this build has no async API"
     return Peer(
         name,
         header,
-        cls,
+        module.Semaphore,
         lambda sem: sem.async_acquire(),
         thread_acquire=lambda sem: sem.acquire(),
         queued=lambda sem: int(sem.waiting),
