@@ -36,6 +36,14 @@ from fastsem._core cimport *
 cdef extern from "<sched.h>" nogil:
     int sched_yield()
 
+cdef extern from *:
+    """
+    static _Thread_local int fastsem_woke_a_loop;
+    """
+    # Set by a thread that has sent a task its wake-up through the task's
+    # loop (call_soon_threadsafe), read by the same thread's next wait.
+    int _woke_a_loop "fastsem_woke_a_loop"
+
 cdef extern from "Python.h":
     void PyErr_SetInterrupt()
 
@@ -246,6 +254,7 @@ cdef class Semaphore:
         receipt.pop()
 
     cdef bint _wait(self, fs_waiter *node, fs_time deadline, fs_count count) except -1:
+        global _woke_a_loop
         # The core hands two things back to run once this thread holds the
         # GIL again: competing (non-fair) and waking the next thread of a
         # relay (fastsem_core.c, "Callers that hold a big lock").
@@ -255,6 +264,12 @@ cdef class Semaphore:
         cdef int rc
         while True:
             with nogil:
+                if _woke_a_loop:
+                    # This thread has just woken an event loop's thread,
+                    # which the kernel likes to queue on this CPU, where the
+                    # head's spin before sleeping would keep it from running.
+                    _woke_a_loop = 0
+                    sched_yield()
                 if pausing:
                     wake_by = fs_now() + SIGNAL_CHECK_INTERVAL_NS
                 rc = fs_sem_wait(&self._sem, node, deadline, wake_by)
@@ -618,8 +633,17 @@ cdef inline object _exit(Semaphore self):
 # the task's loop. The task then looks with fs_sem_poll. asyncio is imported
 # at the first wait of a task, never by importing fastsem.
 
-cdef object _get_running_loop = None  # the current thread's running loop, or None
-cdef object _running_loop = None      # the same, or RuntimeError if none runs
+cdef object _running_loop = None  # the current thread's running loop, or RuntimeError
+cdef object _Future = None        # asyncio.Future
+cdef object _base_create_future = None  # BaseEventLoop.create_future
+
+
+cdef inline object _new_future(object loop):
+    # What loop.create_future() makes, without its Python frame when the
+    # loop has asyncio's own (uvloop and others keep theirs).
+    if type(loop).create_future is _base_create_future:
+        return _Future(loop=loop)
+    return loop.create_future()
 
 
 cdef object _asyncio_import_lock = threading.Lock()
@@ -634,15 +658,19 @@ cdef inline object _this_tasks_loop():
 cdef void _import_asyncio() except *:
     # Once, under a lock: on a free-threaded build two threads replacing a
     # global at once could free the object the other just read.
-    global _get_running_loop, _running_loop
+    global _running_loop, _Future, _base_create_future
     with _asyncio_import_lock:
         if _running_loop is None:
+            import asyncio.base_events
             import asyncio.events
-            _get_running_loop = asyncio.events._get_running_loop
+            import asyncio.futures
+            _Future = asyncio.futures.Future
+            _base_create_future = asyncio.base_events.BaseEventLoop.create_future
             _running_loop = asyncio.events.get_running_loop
 
 
 @cython.final
+@cython.freelist(16)
 @cython.auto_pickle(False)
 cdef class _TaskWaiter:
     """A task's place in the queue: the core's node, the task's loop, and
@@ -651,6 +679,7 @@ cdef class _TaskWaiter:
     (call_soon_threadsafe)."""
     cdef fs_waiter node
     cdef object loop
+    cdef unsigned long loop_thread  # the thread the loop runs in
     cdef object future  # what the task awaits, or None while it runs
     cdef bint woken     # told since the task last looked
     cdef object timer
@@ -670,10 +699,14 @@ cdef class _TaskWaiter:
         self.wake_now()
 
     cdef int deliver(self) except -1:
-        if _get_running_loop() is self.loop:
-            self.wake_now()  # in the loop's own thread: now, a loop turn sooner
+        global _woke_a_loop
+        if PyThread_get_thread_ident() == self.loop_thread:
+            # In the loop's own thread (whether the loop runs now or later):
+            # the future may be resolved now, a loop turn sooner.
+            self.wake_now()
         else:
             self.loop.call_soon_threadsafe(self._wake)
+            _woke_a_loop = 1
         return 0
 
 
@@ -777,6 +810,7 @@ async def _async_acquire(Semaphore self, object blocking, object timeout, object
         loop = _this_tasks_loop()
         waiter = _TaskWaiter.__new__(_TaskWaiter)
         waiter.loop = loop
+        waiter.loop_thread = PyThread_get_thread_ident()
         # A wake-up reaches the waiter in the loop's thread, where this code
         # runs until its next await: none can come before the future is made.
         rc = fs_sem_acquire_or_enqueue_notified(&self._sem, &waiter.node, count,
@@ -788,7 +822,7 @@ async def _async_acquire(Semaphore self, object blocking, object timeout, object
                         if deadline != FS_FOREVER and waiter.timer is None:
                             waiter.timer = loop.call_later(
                                 max(deadline - fs_now(), 0) / 1e9, waiter._time_out)
-                        waiter.future = loop.create_future()
+                        waiter.future = _new_future(loop)
                         await waiter.future
                         waiter.future = None
                     waiter.woken = False
