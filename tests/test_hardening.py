@@ -5,16 +5,20 @@ tests/test_exception_safety.py adds an exception at every point."""
 
 from __future__ import annotations
 
+import dis
 import inspect
 import json
 import subprocess
 import sys
 import textwrap
 import threading
+import types
 from typing import Any
 
 import pytest
 from conftest import wait_until
+from injection import CALL_OPS
+from test_exception_safety import POOL_CODE
 
 import fastsem
 from fastsem import PoolError, PoolTimeout, ResourcePool
@@ -143,6 +147,58 @@ def test_a_sigint_storm_never_strands_the_pool(impl):
     # checked out, in stats() and in leak reports, until given back.
     assert report["unguarded"] < report["interrupts"], report
     assert report["closed_ok"] and report["all_closed"], report
+
+
+# ---------------------------------------------------------------------------
+# A Ctrl-C at a loop's back edge inside `with self._lock:`. CPython's
+# compiler (3.12 and later) sometimes leaves a copy of a back edge (a branch
+# that jumps straight to the next iteration) outside the with statement's
+# entry in the exception table. CPython 3.13 checks for signals before it
+# jumps, so a KeyboardInterrupt raised there leaves the function without
+# calling __exit__, and the pool's lock stays held for good (3.12 checks
+# after the jump and finds the handler; the rule is held everywhere all the
+# same). The same goes for a try statement's handler. Checked here on the
+# compiled code itself, for every path, whether or not a scenario reaches it.
+
+
+def escaping_check_points(code: types.CodeType) -> list[str]:
+    """The points of code where CPython runs signal handlers (after a call,
+    at a back edge) that lie between two stretches of one with or try body
+    in the exception table but outside both: an exception raised there
+    skips that statement's handler."""
+    bytecode = dis.Bytecode(code)
+    instructions = [i for i in bytecode if i.opname not in ("CACHE", "PRECALL")]
+    index = {i.offset: n for n, i in enumerate(instructions)}
+
+    def handler(offset: int) -> int | None:
+        for entry in bytecode.exception_entries:
+            if entry.start <= offset < entry.end:
+                return entry.target
+        return None
+
+    found = []
+    for n, instruction in enumerate(instructions):
+        if instruction.opname not in CALL_OPS and instruction.opname != "JUMP_BACKWARD":
+            continue
+        if handler(instruction.offset) is not None:
+            continue
+        if [i.argval for i in instructions[max(0, n - 3) : n]] == [None] * 3:
+            continue  # a with statement's __exit__(None, None, None): after the block
+        before = [handler(i.offset) for i in instructions[:n]]
+        after = [handler(i.offset) for i in instructions[n + 1 :]]
+        inside = next((h for h in reversed(before) if h is not None), None)
+        if inside is None or inside != next((h for h in after if h is not None), None):
+            continue
+        # A with or try handler (an inlined comprehension's cleanup is not one).
+        if instructions[index[inside]].opname == "PUSH_EXC_INFO":
+            line = instruction.positions.lineno if instruction.positions else None
+            found.append(f"{code.co_name}:{line} {instruction.opname} at {instruction.offset}")
+    return found
+
+
+def test_no_signal_can_skip_a_with_or_try_handler_of_the_pool(impl):
+    escaping = [point for code in POOL_CODE for point in escaping_check_points(code)]
+    assert sorted(escaping) == []
 
 
 # ---------------------------------------------------------------------------

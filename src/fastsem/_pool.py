@@ -389,6 +389,14 @@ class ResourcePool(Generic[T]):
     # (a slot's presence in the idle stack, the in-use map or _live says
     # where it is); each public method ends in one handler that undoes (an
     # acquire) or completes (a release or discard) from what it finds.
+    #
+    # And no loop runs directly inside a with block of the lock: CPython's
+    # compiler may leave a copy of a loop's back edge outside the with
+    # statement's entry in the exception table, and 3.13 runs signal
+    # handlers at a back edge before it jumps, so a Ctrl-C there would leave
+    # the block without releasing the lock. Such loops are methods of their
+    # own (_undo_slots, _take_leaks, _trim_idle), called with the lock held;
+    # tests/test_hardening.py checks the compiled code for such gaps.
 
     def acquire(self, timeout: float | _Default | None = _DEFAULT) -> T:
         """acquire(timeout=<the pool's timeout>)
@@ -463,23 +471,30 @@ class ResourcePool(Generic[T]):
                     checkout.making = False  # factory() raised, or had not been placed
                     self._size -= 1
                     self._notify()
-            for held in (slot,) if checkout is None else (slot, checkout.popped, checkout.fresh):
-                if held is None:
-                    continue
-                if self._in_use.get(held.key) is held:
-                    # Handed out, but the caller never got it.
-                    del self._in_use[held.key]
-                    self._unreported.pop(held.key, None)
-                    self._acquired -= 1
-                    self._put_back(held, to_drop)
-                elif self._is_loose(held):
-                    if checkout is not None and held is checkout.popped and self._check:
-                        to_drop.append(held)
-                    else:
-                        self._put_back(held, to_drop)
+            self._undo_slots(slot, checkout, to_drop)
         self._drop_all(to_drop)
         if place:
             self._sem._release_from(place)
+
+    def _undo_slots(
+        self, slot: _Slot[T] | None, checkout: _Checkout[T] | None, to_drop: list[_Slot[T]]
+    ) -> None:
+        # With the lock held: _undo()'s loop, in a function of its own (no
+        # loop inside a with block of the lock: see "Exception safety").
+        for held in (slot,) if checkout is None else (slot, checkout.popped, checkout.fresh):
+            if held is None:
+                continue
+            if self._in_use.get(held.key) is held:
+                # Handed out, but the caller never got it.
+                del self._in_use[held.key]
+                self._unreported.pop(held.key, None)
+                self._acquired -= 1
+                self._put_back(held, to_drop)
+            elif self._is_loose(held):
+                if checkout is not None and held is checkout.popped and self._check:
+                    to_drop.append(held)
+                else:
+                    self._put_back(held, to_drop)
 
     def _is_loose(self, slot: _Slot[T]) -> bool:
         # With the lock held: alive, but neither idle nor checked out (in
@@ -897,12 +912,7 @@ class ResourcePool(Generic[T]):
                 key = id(returning.resource)
                 if unreported.pop(key, None) is not None and now - returning.acquired_at > limit:
                     found.append((returning, now - returning.acquired_at))
-            while unreported:
-                slot = next(iter(unreported.values()))
-                if now - slot.acquired_at <= limit:
-                    break
-                del unreported[id(slot.resource)]
-                found.append((slot, now - slot.acquired_at))
+            self._take_leaks(now, limit, found)
             self._leaks += len(found)
         for slot, held in found:
             stack = "".join(slot.stack.format()) if slot.stack is not None else "(unknown)\n"
@@ -915,6 +925,18 @@ class ResourcePool(Generic[T]):
                 limit,
                 stack.rstrip("\n"),
             )
+
+    def _take_leaks(self, now: float, limit: float, found: list[tuple[_Slot[T], float]]) -> None:
+        # With the lock held: moves the checkouts older than limit from
+        # _unreported to found, oldest first (a loop of its own: see
+        # "Exception safety").
+        unreported = self._unreported
+        while unreported:
+            slot = next(iter(unreported.values()))
+            if now - slot.acquired_at <= limit:
+                break
+            del unreported[id(slot.resource)]
+            found.append((slot, now - slot.acquired_at))
 
     # -- resize, stats, close --
 
@@ -951,15 +973,21 @@ class ResourcePool(Generic[T]):
                     raise
         try:
             with self._lock:
-                idle = self._idle
-                while self._size - len(trimmed) > self._max_size and idle:
-                    slot = idle[0]
-                    del idle[0]
-                    trimmed.append(slot)
+                self._trim_idle(trimmed)
                 self._notify()
         finally:
             self._drop_all(trimmed)
         self._top_up(raise_errors=True)
+
+    def _trim_idle(self, trimmed: list[_Slot[T]]) -> None:
+        # With the lock held: takes idle resources, those idle the longest
+        # first, into trimmed until the rest fit max_size (a loop of its
+        # own: see "Exception safety").
+        idle = self._idle
+        while self._size - len(trimmed) > self._max_size and idle:
+            slot = idle[0]
+            del idle[0]
+            trimmed.append(slot)
 
     def stats(self) -> PoolStats:
         """Return a snapshot of the pool, a PoolStats (a frozen dataclass):
