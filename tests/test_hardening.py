@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 from conftest import wait_until
-from injection import CALL_OPS
-from test_exception_safety import POOL_CODE
+from injection import CALL_OPS, Injected, Injector
+from test_exception_safety import POOL_CODE, World, check_pool
 
 import fastsem
+import fastsem._pool as pool_module
 from fastsem import PoolError, PoolTimeout, ResourcePool
 
 
@@ -199,6 +200,78 @@ def escaping_check_points(code: types.CodeType) -> list[str]:
 def test_no_signal_can_skip_a_with_or_try_handler_of_the_pool(impl):
     escaping = [point for code in POOL_CODE for point in escaping_check_points(code)]
     assert sorted(escaping) == []
+
+
+# ---------------------------------------------------------------------------
+# A second Ctrl-C while the pool cleans up after the first. A signal storm
+# can land two interrupts microseconds apart, the second in the handler
+# that undoes (an acquire) or completes (a release) what the first one cut
+# short; cut short in turn, that handler left a place taken for good. Here
+# the two land deterministically: the first at every point in turn, the
+# second at every point reached after it.
+
+
+class TwiceInjector(Injector):
+    """Fires as Injector at point `first`, then again `then` points later."""
+
+    def __init__(self, codes: Any, first: int, then: int) -> None:
+        super().__init__(codes, fire_at=first)
+        self.second_at = first + then
+        self.second: str | None = None
+
+    def _hit(self, name: str, line: int | None, code: Any, event: str) -> None:
+        if self.count == self.second_at:
+            self.count += 1
+            self.second = f"{name}:{line} ({event})"
+            raise Injected(self.second)
+        super()._hit(name, line, code, event)
+
+
+def storm_scenario(world: World) -> None:
+    # The storm's cycle (a lease, then acquire and release) and a discard.
+    with world.lease():
+        pass
+    resource = world.acquire()
+    world.release(resource)
+    world.discard(world.acquire())
+
+
+@pytest.mark.slow
+@pytest.mark.thread_unsafe(reason="injects exceptions through sys.monitoring: one tool per process")
+@pytest.mark.parametrize("reset", [False, True], ids=["plain-return", "reset"])
+def test_a_second_exception_while_the_pool_cleans_up_loses_nothing(impl, reset):
+    if not hasattr(sys, "monitoring"):
+        pytest.skip(
+            "sys.settrace drops a trace function that raises; only sys.monitoring"
+            " (CPython 3.12+) can fire twice in one run"
+        )
+    if pool_module.c_module is None:
+        pytest.skip(
+            "without the compiled module, _complete() is Python code: a second exception"
+            " can still escape at its first instruction or its loop's back edge"
+        )
+    if impl.__name__.endswith("_pyfastsem"):
+        pytest.skip("the exceptions land in the pool's code, the same on both rows")
+    options = {"reset": lambda resource: None} if reset else {}
+    counter = Injector(POOL_CODE)
+    world = World(impl, max_size=2, **options)
+    assert counter.run(lambda: storm_scenario(world)) is None
+    pairs = 0
+    for first in range(counter.count):
+        single = Injector(POOL_CODE, fire_at=first)
+        world = World(impl, max_size=2, **options)
+        single.run(lambda world=world: storm_scenario(world))
+        for then in range(1, single.count - first):
+            injector = TwiceInjector(POOL_CODE, first, then)
+            world = World(impl, max_size=2, **options)
+            injector.run(lambda world=world: storm_scenario(world))
+            assert injector.second is not None  # the path is the single run's
+            try:
+                check_pool(world, injector)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n(the second exception: {injector.second})") from exc
+            pairs += 1
+    assert pairs > 300  # the handlers and the lease's exit did run under fire
 
 
 # ---------------------------------------------------------------------------

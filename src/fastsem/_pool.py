@@ -181,6 +181,34 @@ def _mutex() -> Any:
     return c_module.BoundedSemaphore(1, fair=False)
 
 
+def _complete_in_python(step: Callable[..., object], *args: Any) -> None:
+    """The pure-Python install's _complete() (see _cfastsem's): the same
+    runs, at most 16, but in Python code, where an exception can still
+    escape the handler on this function's first instruction or at its
+    loop's back edge."""
+    runs = 0
+    last: BaseException | None = None
+    while True:
+        try:
+            step(*args)
+        except BaseException as exc:
+            last = exc
+            runs += 1
+            if runs < 16:
+                continue
+            raise
+        break
+    if last is not None:
+        raise last
+
+
+# Runs a handler's step (an undo, a return's completion) to its end, even
+# when another exception cuts it short: step(*args) again until one run
+# returns, then the last exception is raised, if any. Compiled, it leaves no
+# point between the handler and the step where a signal handler could run.
+_complete: Callable[..., None] = _complete_in_python if c_module is None else c_module._complete
+
+
 def _seconds(value: object, what: str, *, positive: bool) -> float | None:
     if value is None:
         return None
@@ -390,6 +418,12 @@ class ResourcePool(Generic[T]):
     # where it is); each public method ends in one handler that undoes (an
     # acquire) or completes (a release or discard) from what it finds.
     #
+    # A second exception may land in that handler (a signal storm lands two
+    # Ctrl-Cs microseconds apart): the handler's step (_undo,
+    # _finish_return, a lease's _give_back_unentered) runs through
+    # _complete(), which runs it again until one run gets to the end; the
+    # steps are idempotent for that.
+    #
     # And no loop runs directly inside a with block of the lock: CPython's
     # compiler may leave a copy of a loop's back edge outside the with
     # statement's entry in the exception table, and 3.13 runs signal
@@ -446,7 +480,7 @@ class ResourcePool(Generic[T]):
                 self._report_leaks(monotonic())
             return slot.resource
         except BaseException:
-            self._undo(place, slot, checkout)
+            _complete(self._undo, place, slot, checkout)
             raise
 
     def _undo(self, place: list[int], slot: _Slot[T] | None, checkout: _Checkout[T] | None) -> None:
@@ -464,7 +498,9 @@ class ResourcePool(Generic[T]):
                     to_drop.append(checkout.dropping)
                 fresh = checkout.fresh
                 if fresh is None and checkout.made is not None:
-                    fresh = _Slot(checkout.made, 0.0)
+                    # Kept: a second run of this undo must find the slot that
+                    # says whether the resource was closed already.
+                    fresh = checkout.fresh = _Slot(checkout.made, 0.0)
                 if fresh is not None and fresh.key not in self._live:
                     to_drop.append(fresh)  # made, never placed: closed, not counted
                 if checkout.making:
@@ -753,7 +789,7 @@ class ResourcePool(Generic[T]):
                 self._return(found, place)
         except BaseException:
             if taken is not None:
-                self._finish_return(taken, place)
+                _complete(self._finish_return, taken, place)
             elif not looked:
                 self._give_back(resource, lease, discard=discard)  # interrupted before it looked
             raise
@@ -868,7 +904,7 @@ class ResourcePool(Generic[T]):
                     self._idle.append(made)
                     self._notify()
             except BaseException as exc:
-                self._undo([], None, checkout)
+                _complete(self._undo, [], None, checkout)
                 if isinstance(exc, PoolClosed):
                     return
                 if raise_errors or not isinstance(exc, Exception):
@@ -1106,12 +1142,27 @@ class _Lease(Generic[T]):
             # A dict read is atomic, also on free-threaded builds.
             slot = pool._in_use.get(id(resource))
         except BaseException:
-            pool.release(resource)  # a Ctrl-C right here: the block never runs
+            # A Ctrl-C right here: the block never runs, the resource goes
+            # back (to the end, even if another exception cuts that short).
+            _complete(self._give_back_unentered, resource, [])
             raise
         if slot is not None:
             self._checkout = slot.checkouts
         self._slot = slot
         return resource
+
+    def _give_back_unentered(self, resource: T, noted: list[tuple[_Slot[T], int]]) -> None:
+        # Idempotent: the checkout is noted (one list append) before it is
+        # given back, so a second run gives back that checkout or nothing,
+        # never a later one of the same resource by another thread.
+        pool = self._pool
+        if not noted:
+            with pool._lock:
+                slot = pool._in_use.get(id(resource))
+                if slot is None:
+                    return
+                noted.append((slot, slot.checkouts))
+        pool._give_back(resource, noted[0])
 
     def __exit__(
         self,
