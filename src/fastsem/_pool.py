@@ -564,8 +564,8 @@ class ResourcePool(Generic[T]):
             return slot.resource
         except BaseException:
             # CancelledError and GeneratorExit (the task dropped) land here
-            # too, at the awaits: the same undo as acquire()'s.
-            self._undo(place, slot, checkout)
+            # too, at the awaits: the same undo as acquire()'s, run to its end.
+            _complete(self._undo, place, slot, checkout)
             raise
 
     async def _async_wait_for_place(
@@ -1327,6 +1327,19 @@ class _LeaseState(Generic[T]):
         # threads entering at once exactly one gets it.
         self._ticket = [True]
 
+    def _give_back_unentered(self, resource: T, noted: list[tuple[_Slot[T], int]]) -> None:
+        # Idempotent: the checkout is noted (one list append) before it is
+        # given back, so a second run gives back that checkout or nothing,
+        # never a later one of the same resource by another thread.
+        pool = self._pool
+        if not noted:
+            with pool._lock:
+                slot = pool._in_use.get(id(resource))
+                if slot is None:
+                    return
+                noted.append((slot, slot.checkouts))
+        pool._give_back(resource, noted[0])
+
 
 class _Lease(_LeaseState[T]):
     """What ResourcePool.lease() returns: one checkout for one with block.
@@ -1360,19 +1373,6 @@ class _Lease(_LeaseState[T]):
         self._slot = slot
         return resource
 
-    def _give_back_unentered(self, resource: T, noted: list[tuple[_Slot[T], int]]) -> None:
-        # Idempotent: the checkout is noted (one list append) before it is
-        # given back, so a second run gives back that checkout or nothing,
-        # never a later one of the same resource by another thread.
-        pool = self._pool
-        if not noted:
-            with pool._lock:
-                slot = pool._in_use.get(id(resource))
-                if slot is None:
-                    return
-                noted.append((slot, slot.checkouts))
-        pool._give_back(resource, noted[0])
-
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -1403,7 +1403,9 @@ class _AsyncLease(_LeaseState[T]):
         try:
             slot = pool._in_use.get(id(resource))
         except BaseException:
-            pool.release(resource)  # a Ctrl-C right here: the block never runs
+            # A Ctrl-C right here: the block never runs, the resource goes
+            # back (to the end, even if another exception cuts that short).
+            _complete(self._give_back_unentered, resource, [])
             raise
         if slot is not None:
             self._checkout = slot.checkouts
