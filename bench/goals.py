@@ -5,16 +5,19 @@
     python bench/goals.py run.json bench.json [--strict]
     python bench/contention.py --json ft.json    # on a free-threaded build
     python bench/goals.py ft.json
+    python bench/async_bench.py --json async.json
+    python bench/goals.py async.json
 
 Each goal is a ratio of two figures measured side by side (or one figure), a
 direction and a target. The files are JSON of ``python -m fastsem --json``,
-of ``bench/contention.py --json`` or of the benchmark suite's
-``--benchmark-json``, in any order; all name
+of ``bench/contention.py --json``, of ``bench/async_bench.py --json`` or of
+the benchmark suite's ``--benchmark-json``, in any order; all name
 each figure by contender, workload and field. ``python -m fastsem`` measures
 fastsem, threading.Semaphore and a lock, uncontended, in a handoff, with 16
 threads on value 1 and for barging; the bounded semaphores, the other thread
 counts, FIFO order, memory, creation, release(n), the pools and what
-statistics cost are the suite's only. A goal takes both of its figures from
+statistics cost are the suite's only; the async API's figures are
+async_bench.py's. A goal takes both of its figures from
 the first file that has both, so a ratio is never made of two runs; a goal
 whose figures are in no file is listed as not measured.
 
@@ -31,6 +34,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import async_bench
 import contention
 import peers
 import processes
@@ -257,10 +261,37 @@ def _processes() -> list[Goal]:
     return found
 
 
+def _async() -> list[Goal]:
+    """fastsem's async API (the compiled Semaphore, fair mode), from
+    bench/async_bench.py --json: `async with` and the handoff between tasks
+    against asyncio.Semaphore on its own loop; the handoffs between a thread
+    and a task against aiologic's Semaphore, the other semaphore both can
+    use; fairness and FIFO order with tasks and threads in one queue."""
+    a = async_bench
+    fs, mixed = a.FASTSEM, f"{a.CONTENDED}:"
+    return [
+        _versus("async-with", "uncontended `async with sem: pass`: fastsem / asyncio.Semaphore",
+                "async_with", "ns", "<=", 0.5, fs, a.ASYNCIO),
+        _versus("async-handoff", "handoff between 2 tasks of one loop: fastsem / asyncio.Semaphore",
+                "task_handoff", "ns", "<=", 1.0, fs, a.ASYNCIO),
+        _versus("thread-to-task", "handoff from a thread to a task, median: fastsem / aiologic",
+                "thread_to_task", "ns", "<=", 0.5, fs, a.AIOLOGIC),
+        _versus("task-to-thread", "handoff from a task to a thread, median: fastsem / aiologic",
+                "task_to_thread", "ns", "<=", 0.5, fs, a.AIOLOGIC),
+        Goal("async-jain", f"{mixed} Jain's index of fastsem",
+             Figure(fs, "tasks_threads", "jain"), ">=", 0.99, unit="index"),
+        Goal("async-fifo", "FIFO across tasks and threads: share of fastsem's grants in order",
+             Figure(fs, "fifo_kinds", "in_order"), ">=", 1.0,
+             Figure(fs, "fifo_kinds", "grants"), unit="fraction"),
+    ]  # fmt: skip
+
+
+ASYNC_GOALS = _async()
+
 # Unless a goal says otherwise, "fastsem" is the C core in fair mode.
 GOALS = [
     *_uncontended(), *_contended(4), *_contended(16), *_free_threaded(), *_order_and_size(),
-    *_pool(), *_processes(),
+    *_pool(), *_processes(), *ASYNC_GOALS,
 ]  # fmt: skip
 
 
@@ -279,6 +310,21 @@ def figures_of(data: dict[str, Any]) -> Figures:
             info = bench.get("extra_info") or {}
             if "contender" in info and "workload" in info:
                 found[(info["contender"], info["workload"])] = info
+        return found
+    if data.get("tool") == async_bench.TOOL:
+        for row in data["contenders"]:
+            name = row["name"]
+            for workload, key in (("async_with", "async_with_ns"), ("sync_with", "sync_with_ns")):
+                if row.get(key) is not None:
+                    found[(name, workload)] = {"ns": row[key]}
+            handoff = row.get("thread_handoff") or {}
+            for workload, figures in (("task_handoff", row.get("task_handoff")),
+                                      ("thread_to_task", handoff.get("thread_to_task")),
+                                      ("task_to_thread", handoff.get("task_to_thread")),
+                                      ("tasks_threads", row.get("contended")),
+                                      ("fifo_kinds", row.get("fifo"))):  # fmt: skip
+                if figures:
+                    found[(name, workload)] = figures
         return found
     if "start_method" in data:  # bench/processes.py
         for row in data["contenders"]:
@@ -408,6 +454,8 @@ def describe(name: str, data: dict[str, Any]) -> str:
         return f"{name}: benchmark suite, {m.get('python_version', '?')}, {data.get('datetime')}"
     m, mode = data["machine"], data["plan"]["mode"]
     tool = "bench/contention.py" if mode == "contention" else "python -m fastsem"
+    if data.get("tool") == async_bench.TOOL:
+        tool = async_bench.TOOL
     gil = "" if m.get("gil_enabled", True) else " (GIL off)"
     line = (
         f"{name}: {tool}, {m['python_implementation']} {m['python_version']}{gil}, "

@@ -123,6 +123,17 @@
  * queue is dispatched again: a small request behind a departed large one may
  * now be grantable.
  *
+ * Notified waiters. A waiter that must not block its thread (an asyncio
+ * task, in the binding) queues in the same FIFO, but instead of sleeping on
+ * its event it is told of each wake-up by a callback of its owner's, sent
+ * after the unlock like every wake-up, and its owner then looks with
+ * fs_sem_poll, which never sleeps and never waits for a notifier (the
+ * notifier may need a lock the owner holds: the GIL). Telling it costs a
+ * call, not a thread's wake-up, so it takes no part in the relay, and never
+ * holds the threads behind it up until its event loop gets round to it. A
+ * notification that cannot be delivered (the loop is gone) makes the
+ * notifier give the waiter up as a cancel would: its permits pass on.
+ *
  * Closing turns every queued waiter away and sets CLOSED, so that later
  * acquires fail on the fast path too; releases go on working. Resizing a
  * bounded semaphore moves its bound: up, the new permits serve the queue;
@@ -438,10 +449,19 @@ static void test_hook_delay(void)
 }
 #endif
 
-/* Sets w's event to the kind decided under the mutex, then clears its mark:
- * from then on the waiter may leave, and its node be gone. */
-static inline void signal_node(fs_waiter *w)
+static void waiter_abandon(fs_sem *s, fs_waiter *w);
+
+/* Sets w's event to the kind decided under the mutex (or notifies a notified
+ * waiter), then clears its mark: from then on the waiter may leave, and its
+ * node be gone. */
+static inline void signal_node(fs_sem *s, fs_waiter *w)
 {
+    if (w->notify != NULL) {
+        if (w->notify(w) != 0)
+            waiter_abandon(s, w); // its mark still keeps its owner from finishing it
+        atomic_store_explicit(&w->signal_pending, 0, memory_order_release);
+        return;
+    }
 #ifdef FS_TEST_HOOKS
     test_hook_delay();
 #endif
@@ -457,19 +477,30 @@ static inline void signal_node(fs_waiter *w)
     atomic_store_explicit(&w->signal_pending, 0, memory_order_release);
 }
 
+/* Whether a wake list holds a notified waiter, whose notify must run after
+ * the unlock: it may take a lock (its caller's big lock) that a thread
+ * waiting for this mutex holds. */
+static int wake_list_notifies(const fs_waiter *w)
+{
+    for (; w != NULL; w = w->wake_next)
+        if (w->notify != NULL)
+            return 1;
+    return 0;
+}
+
 /* Releases the mutex, then sends the wake-ups decided under it. */
 static inline void sem_unlock(fs_sem *s)
 {
     fs_waiter *w = s->st.wake_list;
     s->st.wake_list = NULL;
-    if (w != NULL && w->wake_next != NULL) {
+    if (w != NULL && w->wake_next != NULL && !wake_list_notifies(w)) {
         /* Several to wake (a relay's next and a competitor, in one call): signal
          * them under the mutex, so that those that need it sleep on it until
          * the list is done, instead of spinning on their marks while this
          * thread works through it. */
         while (w != NULL) {
             fs_waiter *next = w->wake_next;
-            signal_node(w);
+            signal_node(s, w);
             w = next;
         }
         pthread_mutex_unlock(&s->mutex);
@@ -478,7 +509,7 @@ static inline void sem_unlock(fs_sem *s)
     pthread_mutex_unlock(&s->mutex);
     while (w != NULL) {
         fs_waiter *next = w->wake_next; // read while the node surely lives
-        signal_node(w);
+        signal_node(s, w);
         w = next; // w itself may be gone now
     }
 }
@@ -501,9 +532,16 @@ static void wake_later(fs_state *st, fs_waiter *w, uint32_t kind)
 }
 
 /* Puts w, which has left the queue with its outcome decided, in the relay;
- * the caller then wakes the relay's head (relay_wake_next). */
+ * the caller then wakes the relay's head (relay_wake_next). A notified
+ * waiter is told at once instead: telling it costs its notifier a call, not
+ * a thread's wake-up, and it must not hold the threads behind it up until
+ * its task runs. */
 static void relay_push(fs_state *st, fs_waiter *w)
 {
+    if (w->notify != NULL) {
+        wake_later(st, w, FS_WAKE_FINAL);
+        return;
+    }
     queue_push(&st->relay, w);
     w->relayed = 1;
 }
@@ -940,7 +978,8 @@ static int take_or_enqueue_locked(fs_sem *s, fs_waiter *w, fs_count n)
     return enqueue_locked(s, w, n);
 }
 
-int fs_sem_acquire_or_enqueue(fs_sem *s, fs_waiter *w, fs_count n)
+static inline int acquire_or_enqueue(fs_sem *s, fs_waiter *w, fs_count n,
+                                     fs_notify_fn notify, void *arg)
 {
     fs_state *st = &s->st;
     int rc = check_request(st, n);
@@ -948,12 +987,25 @@ int fs_sem_acquire_or_enqueue(fs_sem *s, fs_waiter *w, fs_count n)
         return rc;
     if (fast_take(st, n))
         return FS_OK; // uncontended: no lock, no system call
+    w->notify = notify;
+    w->notify_arg = arg;
     sem_lock(s);
     rc = check_request(st, n); // the bound may have moved
     if (rc == FS_OK)
         rc = take_or_enqueue_locked(s, w, n);
     sem_unlock(s);
     return rc;
+}
+
+int fs_sem_acquire_or_enqueue(fs_sem *s, fs_waiter *w, fs_count n)
+{
+    return acquire_or_enqueue(s, w, n, NULL, NULL);
+}
+
+int fs_sem_acquire_or_enqueue_notified(fs_sem *s, fs_waiter *w, fs_count n,
+                                       fs_notify_fn notify, void *arg)
+{
+    return acquire_or_enqueue(s, w, n, notify, arg);
 }
 
 /* A fork child dropped the queue the node was in (possible only when the
@@ -1000,8 +1052,8 @@ static void waiter_done(fs_sem *s, fs_waiter *w, int pass_relay)
         }
         if (pass_relay)
             relay_wake_next(&s->st);
-        else
-            w->relay_owed = s->st.relay.head != NULL;
+        else // a notified waiter never holds the relay (relay_push)
+            w->relay_owed = w->notify == NULL && s->st.relay.head != NULL;
         await_signal(s, w); // its waker may still be about to touch it
         event_destroy(&w->wakeup);
     }
@@ -1016,6 +1068,8 @@ static int waiter_outcome(int state)
         return FS_OK;
     case FS_W_CLOSED:
         return FS_CLOSED;
+    case FS_W_ABANDONED:
+        return FS_ABANDONED;
     default:
         return FS_OVER_MAX; // FS_W_REJECTED: the bound was lowered below its request
     }
@@ -1165,11 +1219,15 @@ int fs_sem_wait(fs_sem *s, fs_waiter *w, fs_time deadline, fs_time wake_by)
     return rc;
 }
 
-int fs_sem_cancel(fs_sem *s, fs_waiter *w)
+/* Takes w out for good (the caller holds the mutex): a grant it had is
+ * passed on, as a release would pass it, and whoever it held back is
+ * reconsidered. Returns 1 if a grant was passed on. */
+static int waiter_give_up_locked(fs_sem *s, fs_waiter *w)
 {
     fs_state *st = &s->st;
     int passed_on = 0;
-    sem_lock(s);
+    if (w->state == FS_W_DONE || w->state == FS_W_ABANDONED)
+        return 0;
     if (w->state == FS_W_GRANTED) {
         // Granted in the same instant: hand the permits on, as a release would.
         word_set(st, SLOW);
@@ -1179,13 +1237,65 @@ int fs_sem_cancel(fs_sem *s, fs_waiter *w)
     } else if (w->state == FS_W_WAITING && !waiter_was_dropped(s, w)) {
         queue_remove(&st->queue, w);
     }
-    if (w->state != FS_W_DONE) {
-        stats_count(st, offsetof(fs_stats, interrupts));
-        state_dispatch(st);
-        waiter_done(s, w, 1); // its caller is unwinding: pass the relay on now
-    }
+    stats_count(st, offsetof(fs_stats, interrupts));
+    state_dispatch(st);
+    return passed_on;
+}
+
+int fs_sem_cancel(fs_sem *s, fs_waiter *w)
+{
+    sem_lock(s);
+    int passed_on = waiter_give_up_locked(s, w);
+    if (w->state != FS_W_DONE) // its caller is unwinding: pass the relay on now
+        waiter_done(s, w, w->notify == NULL);
     sem_unlock(s);
     return passed_on;
+}
+
+/* A notified waiter whose notification cannot be delivered: nobody will
+ * ever look at its outcome, so it is given up as fs_sem_cancel would, its
+ * permits passed on. Its notifier calls this after the unlock, and its mark
+ * on the node keeps the owner from finishing the node meanwhile. */
+static void waiter_abandon(fs_sem *s, fs_waiter *w)
+{
+    sem_lock(s);
+    if (w->state != FS_W_DONE && w->state != FS_W_ABANDONED) {
+        waiter_give_up_locked(s, w);
+        w->state = FS_W_ABANDONED;
+    }
+    sem_unlock(s);
+}
+
+int fs_sem_poll(fs_sem *s, fs_waiter *w, fs_time deadline)
+{
+    int rc;
+    sem_lock(s);
+    if (waiter_was_dropped(s, w) && w->state == FS_W_WAITING) {
+        rc = waiter_rejoin_after_fork_locked(s, w);
+        if (rc != FS_QUEUED) {
+            sem_unlock(s);
+            return rc;
+        }
+    }
+    if (fs_waiter_notifying(w)) {
+        /* A notification is on its way. A decided node may not be finished
+         * until its notifier is done with it; and a waiter that looked now
+         * and then slept until its next notification could sleep through
+         * this one, if it was delivered before the owner armed its wake-up
+         * again. So the owner waits for the notifier, then looks. */
+        sem_unlock(s);
+        return FS_IN_FLIGHT;
+    }
+    fs_time now = 0;
+    rc = waiter_look_locked(&s->st, w, deadline, &now);
+    if (rc == FS_QUEUED) {
+        int yield_cpu; // a notified waiter neither spins nor sleeps here
+        (void)waiter_before_sleep_locked(&s->st, w, now, &yield_cpu);
+    } else {
+        waiter_done(s, w, 0);
+    }
+    sem_unlock(s);
+    return rc;
 }
 
 void fs_sem_set_spin(fs_sem *s, fs_time head_ns, fs_time next_ns)

@@ -60,7 +60,13 @@ enum {
                            now or (from fs_sem_wait) after a resize lowered it */
     FS_BAD_VALUE = 11,  /* init: a negative initial value */
     FS_BAD_BOUND = 12,  /* resize: a negative bound */
-    FS_UNBOUNDED = 13   /* resize: the semaphore has no bound to move */
+    FS_UNBOUNDED = 13,  /* resize: the semaphore has no bound to move */
+    FS_IN_FLIGHT = 14,  /* poll: a notification of the waiter is being sent;
+                           wait for fs_waiter_notifying() to clear, without
+                           holding a lock the notifier may need, then poll
+                           again */
+    FS_ABANDONED = 15   /* poll: the notification could not be delivered, so
+                           the waiter was given up and its permits passed on */
 };
 
 typedef long long fs_count;
@@ -78,7 +84,9 @@ enum {
     FS_W_GRANTED = 1,  /* the permits were handed to it */
     FS_W_CLOSED = 2,   /* turned away by fs_sem_close */
     FS_W_REJECTED = 3, /* turned away: its request exceeds a lowered bound */
-    FS_W_DONE = 4      /* finished with; the node may go */
+    FS_W_DONE = 4,     /* finished with; the node may go */
+    FS_W_ABANDONED = 5 /* a notified waiter whose notification could not be
+                          delivered: out of the queue, its permits passed on */
 };
 
 /* A one-thread wake-up: the waiter sleeps until the event is set. On Linux a
@@ -99,7 +107,17 @@ typedef struct fs_event {
 #endif
 } fs_event;
 
-/* One blocked acquire. Lives on the waiting thread's stack. */
+struct fs_waiter;
+
+/* A notified waiter's wake-up (fs_sem_acquire_or_enqueue_notified): called
+ * after the semaphore's mutex is released, never under it, by whichever
+ * thread decided the wake-up. Returns 0 if the news will reach the waiter,
+ * nonzero if it never can (its event loop is gone): the core then gives the
+ * waiter up and passes its permits on. */
+typedef int (*fs_notify_fn)(struct fs_waiter *w);
+
+/* One blocked acquire. A thread's lives on its stack; a notified waiter's
+ * wherever its owner keeps it, until its wait is finished. */
 typedef struct fs_waiter {
     struct fs_waiter *prev, *next; /* queue links, valid while queued */
     fs_count want;                 /* permits requested */
@@ -121,6 +139,8 @@ typedef struct fs_waiter {
                                       FS_STARVE_NS in the queue */
     int spun;                      /* out: its wake-up came while it spun */
     int relay_owed;                /* out: the caller must call fs_sem_relay */
+    fs_notify_fn notify;           /* NULL for a thread that sleeps on wakeup */
+    void *notify_arg;              /* the owner's, for notify */
 } fs_waiter;
 
 /* The FIFO of waiters: pure list logic, no locking, no idea of time. */
@@ -226,6 +246,48 @@ void fs_sem_relay(fs_sem *s);
  * it held is passed on at once. Returns 1 if a grant was passed on, 0 if w
  * was still waiting. */
 int fs_sem_cancel(fs_sem *s, fs_waiter *w);
+
+/* Notified waiters: an acquire that does not block its thread (an asyncio
+ * task). It queues with the threads, in the same FIFO, and is granted in
+ * turn; instead of sleeping, its owner is told of each wake-up by notify, and
+ * then looks with fs_sem_poll:
+ *
+ *     arm the owner's wake-up;                      // before: notify may come at once
+ *     rc = fs_sem_acquire_or_enqueue_notified(&sem, w, n, notify, arg);
+ *     while (rc == FS_QUEUED) {
+ *         sleep until notify (or the owner's timer) wakes the owner;
+ *         do {
+ *             arm the owner's wake-up again;
+ *             rc = fs_sem_poll(&sem, w, deadline);
+ *             if (rc == FS_IN_FLIGHT)
+ *                 wait until !fs_waiter_notifying(w);
+ *         } while (rc == FS_IN_FLIGHT);
+ *     }
+ *     (given up early: fs_sem_cancel(&sem, w), as for a thread)
+ *
+ * The node must live until its wait is finished: fs_sem_poll returned
+ * anything but FS_QUEUED and FS_IN_FLIGHT, or fs_sem_cancel returned. A
+ * notified waiter takes no part in the relay and never returns FS_PAUSED:
+ * its wake-ups cost its notifier a call, not a context switch. fs_sem_poll
+ * never sleeps and never waits for a notifier, so an owner may call it while
+ * holding a lock its notify takes; fs_sem_cancel may wait for a notifier
+ * (briefly), so call it without such a lock. */
+int fs_sem_acquire_or_enqueue_notified(fs_sem *s, fs_waiter *w, fs_count n,
+                                       fs_notify_fn notify, void *arg);
+
+/* Looks at a queued notified waiter: FS_QUEUED while it waits (its next
+ * wake-up is notified: arm for it before polling), FS_IN_FLIGHT (a
+ * notification is being sent: see above), or how its wait ends,
+ * the node then being finished: FS_OK (granted; or, non-fair, it competed and
+ * took its permits), FS_TIMEOUT (`deadline` has passed; it left the queue),
+ * FS_CLOSED, FS_OVER_MAX, FS_ABANDONED. */
+int fs_sem_poll(fs_sem *s, fs_waiter *w, fs_time deadline);
+
+/* Whether a notification of w is being sent. */
+static inline int fs_waiter_notifying(fs_waiter *w)
+{
+    return atomic_load_explicit(&w->signal_pending, memory_order_acquire);
+}
 
 /* What the last fs_sem_wait left in w. */
 static inline int fs_waiter_relay_owed(const fs_waiter *w)

@@ -62,6 +62,7 @@ nitpick_ignore = [
     ("py:class", "None"),
     ("py:class", "str"),
     ("py:class", "contextlib.AbstractContextManager"),  # what hold() returns
+    ("py:class", "contextlib.AbstractAsyncContextManager"),  # what async_hold() returns
 ]
 
 html_theme = "furo"

@@ -1539,6 +1539,536 @@ static void test_cancel_race(void)
 }
 
 /* ------------------------------------------------------------------------ */
+/* notified: waiters that do not block their thread (the binding's asyncio  */
+/* tasks), told of their wake-ups by a callback, in one queue with threads. */
+
+/* A stand-in for an event loop: notify marks the task woken and wakes the
+ * loop's thread, or says the loop is gone (closed). */
+typedef struct nloop {
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    int closed;
+    atomic_int gate;     /* notify_gated: 1 while notifications must wait */
+} nloop;
+
+typedef struct ntask {
+    fs_waiter w;
+    nloop *loop;
+    int woken;           /* under loop->m */
+    atomic_int notified; /* how many notifications arrived */
+} ntask;
+
+static void nloop_init(nloop *L)
+{
+    CHECK(pthread_mutex_init(&L->m, NULL) == 0);
+    CHECK(pthread_cond_init(&L->c, NULL) == 0);
+    L->closed = 0;
+    atomic_init(&L->gate, 0);
+}
+
+static void nloop_destroy(nloop *L)
+{
+    pthread_cond_destroy(&L->c);
+    pthread_mutex_destroy(&L->m);
+}
+
+static int ntask_notify(fs_waiter *w)
+{
+    ntask *t = w->notify_arg;
+    nloop *L = t->loop;
+    pthread_mutex_lock(&L->m);
+    int gone = L->closed;
+    if (!gone) {
+        t->woken = 1;
+        atomic_fetch_add(&t->notified, 1);
+        pthread_cond_broadcast(&L->c);
+    }
+    pthread_mutex_unlock(&L->m);
+    return gone;
+}
+
+/* As ntask_notify, after waiting for the loop's gate to open: holds a
+ * notification in flight. */
+static int ntask_notify_gated(fs_waiter *w)
+{
+    ntask *t = w->notify_arg;
+    atomic_fetch_add(&t->notified, 1);
+    while (atomic_load(&t->loop->gate))
+        nap_us(100);
+    return ntask_notify(w);
+}
+
+static void ntask_init(ntask *t, nloop *L)
+{
+    t->loop = L;
+    t->woken = 0;
+    atomic_init(&t->notified, 0);
+}
+
+/* Arms the task's wake-up: from here on a notification is not missed. */
+static void ntask_arm(ntask *t)
+{
+    pthread_mutex_lock(&t->loop->m);
+    t->woken = 0;
+    pthread_mutex_unlock(&t->loop->m);
+}
+
+static int ntask_woken(ntask *t)
+{
+    pthread_mutex_lock(&t->loop->m);
+    int woken = t->woken;
+    pthread_mutex_unlock(&t->loop->m);
+    return woken;
+}
+
+static int ntask_enqueue(fs_sem *s, ntask *t, fs_count n)
+{
+    ntask_arm(t);
+    return fs_sem_acquire_or_enqueue_notified(s, &t->w, n, ntask_notify, t);
+}
+
+/* One look, as the binding makes it after a wake-up: re-arms, polls, and
+ * waits out a notification in flight. */
+static int ntask_poll(fs_sem *s, ntask *t, fs_time deadline)
+{
+    int rc;
+    do {
+        ntask_arm(t);
+        rc = fs_sem_poll(s, &t->w, deadline);
+        if (rc == FS_IN_FLIGHT)
+            while (fs_waiter_notifying(&t->w))
+                sched_yield();
+    } while (rc == FS_IN_FLIGHT);
+    return rc;
+}
+
+typedef struct releaser_t {
+    fs_sem *s;
+    fs_count n;
+    pthread_t th;
+} releaser_t;
+
+static void *releaser_main(void *p)
+{
+    releaser_t *r = p;
+    CHECK_EQ(fs_sem_release(r->s, r->n), FS_OK);
+    return NULL;
+}
+
+static void test_notified(void)
+{
+    fs_sem s;
+    nloop L;
+    ntask t, u;
+    fs_stats st;
+    nloop_init(&L);
+
+    /* Granted by a release: notified at once (by the releasing thread,
+     * after the unlock), then the poll finds it granted. */
+    CHECK_EQ(fs_sem_init(&s, 0, -1, 1), FS_OK);
+    ntask_init(&t, &L);
+    CHECK_EQ(ntask_enqueue(&s, &t, 2), FS_QUEUED);
+    CHECK_EQ(fs_sem_waiting(&s), 1);
+    CHECK_EQ(fs_sem_poll(&s, &t.w, FS_FOREVER), FS_QUEUED);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+    CHECK_EQ(atomic_load(&t.notified), 0); /* head-of-line: 1 of 2 */
+    CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_WOULD_BLOCK); /* no barging past it */
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+    CHECK_EQ(atomic_load(&t.notified), 1);
+    CHECK(ntask_woken(&t));
+    CHECK_EQ(ntask_poll(&s, &t, FS_FOREVER), FS_OK);
+    CHECK_EQ(fs_sem_value(&s), 0);
+    CHECK_EQ(fs_sem_waiting(&s), 0);
+    /* Uncontended: granted at once, never queued. */
+    CHECK_EQ(fs_sem_release(&s, 2), FS_OK);
+    CHECK_EQ(ntask_enqueue(&s, &t, 2), FS_OK);
+    fs_sem_destroy(&s);
+
+    /* One FIFO for threads and tasks, and a release(n) batch tells its task
+     * at once while its threads relay. */
+    for (int batch = 0; batch < 2; batch++) {
+        order_rec rec = {.m = PTHREAD_MUTEX_INITIALIZER};
+        waiter_t w1, w3;
+        CHECK_EQ(fs_sem_init(&s, 0, -1, 1), FS_OK);
+        ntask_init(&t, &L);
+        waiter_start(&w1, &s, 1, 1, 0, 0, &rec);
+        WAIT_FOR(fs_sem_waiting(&s) == 1);
+        CHECK_EQ(ntask_enqueue(&s, &t, 1), FS_QUEUED);
+        waiter_start(&w3, &s, 3, 1, 0, 0, &rec);
+        WAIT_FOR(fs_sem_waiting(&s) == 3);
+        if (batch) {
+            CHECK_EQ(fs_sem_release(&s, 3), FS_OK);
+            CHECK_EQ(atomic_load(&t.notified), 1); /* not behind thread 1's relay */
+            join_thread(w1.th);
+            join_thread(w3.th);
+            CHECK_EQ(order_at(&rec, 0), 1);
+            CHECK_EQ(order_at(&rec, 1), 3);
+        } else {
+            CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+            join_thread(w1.th);
+            CHECK_EQ(atomic_load(&t.notified), 0);
+            CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+            CHECK_EQ(atomic_load(&t.notified), 1);
+            CHECK_EQ(waiter_rc(&w3), -1); /* the task came first */
+            CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+            join_thread(w3.th);
+        }
+        CHECK_EQ(ntask_poll(&s, &t, FS_FOREVER), FS_OK);
+        CHECK_EQ(waiter_rc(&w1), FS_OK);
+        CHECK_EQ(waiter_rc(&w3), FS_OK);
+        CHECK_EQ(fs_sem_value(&s), 0);
+        CHECK_EQ(fs_sem_waiting(&s), 0);
+        fs_sem_destroy(&s);
+    }
+
+    /* A notification that cannot be delivered (the loop is closed): the
+     * task is given up and its permit passes on to the thread behind it. */
+    CHECK_EQ(fs_sem_init(&s, 0, -1, 1), FS_OK);
+    {
+        waiter_t w2;
+        ntask_init(&t, &L);
+        CHECK_EQ(ntask_enqueue(&s, &t, 1), FS_QUEUED);
+        waiter_start(&w2, &s, 2, 1, 0, 0, NULL);
+        WAIT_FOR(fs_sem_waiting(&s) == 2);
+        pthread_mutex_lock(&L.m);
+        L.closed = 1;
+        pthread_mutex_unlock(&L.m);
+        CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+        join_thread(w2.th);
+        CHECK_EQ(waiter_rc(&w2), FS_OK);
+        CHECK_EQ(fs_sem_poll(&s, &t.w, FS_FOREVER), FS_ABANDONED);
+        CHECK_EQ(fs_sem_cancel(&s, &t.w), 0); /* finished: nothing more */
+        fs_sem_statistics(&s, &st);
+        CHECK_EQ(st.interrupts, 1);
+        CHECK_EQ(st.acquisitions, 1);
+        /* Alone in the queue, its permit becomes free again. */
+        CHECK_EQ(ntask_enqueue(&s, &t, 1), FS_QUEUED);
+        CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+        CHECK_EQ(fs_sem_value(&s), 1);
+        CHECK_EQ(fs_sem_waiting(&s), 0);
+        pthread_mutex_lock(&L.m);
+        L.closed = 0;
+        pthread_mutex_unlock(&L.m);
+    }
+    fs_sem_destroy(&s);
+
+    /* Cancelled after its grant, before it looked: the permits pass on. */
+    CHECK_EQ(fs_sem_init(&s, 0, -1, 1), FS_OK);
+    ntask_init(&t, &L);
+    ntask_init(&u, &L);
+    CHECK_EQ(ntask_enqueue(&s, &t, 1), FS_QUEUED);
+    CHECK_EQ(ntask_enqueue(&s, &u, 1), FS_QUEUED);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+    CHECK_EQ(atomic_load(&t.notified), 1);
+    CHECK_EQ(fs_sem_cancel(&s, &t.w), 1);
+    CHECK_EQ(atomic_load(&u.notified), 1);
+    CHECK_EQ(ntask_poll(&s, &u, FS_FOREVER), FS_OK);
+    /* Cancelled while queued: nothing taken, nothing owed. */
+    CHECK_EQ(ntask_enqueue(&s, &t, 1), FS_QUEUED);
+    CHECK_EQ(fs_sem_cancel(&s, &t.w), 0);
+    CHECK_EQ(fs_sem_waiting(&s), 0);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+    CHECK_EQ(fs_sem_value(&s), 1);
+    fs_sem_statistics(&s, &st);
+    CHECK_EQ(st.interrupts, 2);
+    fs_sem_destroy(&s);
+
+    /* Its deadline: the poll times it out, and it is told of nothing more. */
+    CHECK_EQ(fs_sem_init(&s, 0, -1, 1), FS_OK);
+    ntask_init(&t, &L);
+    CHECK_EQ(ntask_enqueue(&s, &t, 1), FS_QUEUED);
+    CHECK_EQ(ntask_poll(&s, &t, fs_now() + 1000000000), FS_QUEUED);
+    CHECK_EQ(ntask_poll(&s, &t, fs_now() - 1), FS_TIMEOUT);
+    CHECK_EQ(fs_sem_waiting(&s), 0);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+    CHECK_EQ(atomic_load(&t.notified), 0);
+    CHECK_EQ(fs_sem_value(&s), 1);
+    fs_sem_destroy(&s);
+
+    /* close() and a lowered bound turn tasks away as they do threads. */
+    CHECK_EQ(fs_sem_init(&s, 0, 2, 1), FS_OK);
+    ntask_init(&t, &L);
+    ntask_init(&u, &L);
+    CHECK_EQ(ntask_enqueue(&s, &t, 2), FS_QUEUED);
+    CHECK_EQ(ntask_enqueue(&s, &u, 1), FS_QUEUED);
+    CHECK_EQ(fs_sem_resize(&s, 1), FS_OK);
+    CHECK_EQ(atomic_load(&t.notified), 1);
+    CHECK_EQ(ntask_poll(&s, &t, FS_FOREVER), FS_OVER_MAX);
+    fs_sem_close(&s);
+    CHECK_EQ(atomic_load(&u.notified), 1);
+    CHECK_EQ(ntask_poll(&s, &u, FS_FOREVER), FS_CLOSED);
+    CHECK_EQ(fs_sem_waiting(&s), 0);
+    fs_sem_destroy(&s);
+
+    /* Non-fair: woken to compete, it may lose to a barger and wait on. */
+    CHECK_EQ(fs_sem_init(&s, 0, -1, 0), FS_OK);
+    ntask_init(&t, &L);
+    CHECK_EQ(ntask_enqueue(&s, &t, 1), FS_QUEUED);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+    CHECK_EQ(atomic_load(&t.notified), 1);
+    CHECK_EQ(fs_sem_try_acquire(&s, 1), FS_OK); /* the barger */
+    CHECK_EQ(ntask_poll(&s, &t, FS_FOREVER), FS_QUEUED);
+    CHECK_EQ(fs_sem_release(&s, 1), FS_OK);
+    CHECK_EQ(atomic_load(&t.notified), 2); /* re-armed by the poll */
+    CHECK_EQ(ntask_poll(&s, &t, FS_FOREVER), FS_OK);
+    CHECK_EQ(fs_sem_value(&s), 0);
+    fs_sem_destroy(&s);
+
+    /* A notification in flight: the poll says so rather than wait for the
+     * notifier (which may need a lock the poller holds), and the node is
+     * finished only once the notifier is done with it. */
+    for (int cancel = 0; cancel < 2; cancel++) {
+        releaser_t r = {.n = 1};
+        CHECK_EQ(fs_sem_init(&s, 0, -1, 1), FS_OK);
+        r.s = &s;
+        ntask_init(&t, &L);
+        ntask_arm(&t);
+        atomic_store(&L.gate, 1);
+        CHECK_EQ(fs_sem_acquire_or_enqueue_notified(&s, &t.w, 1, ntask_notify_gated, &t),
+                 FS_QUEUED);
+        start_thread(&r.th, releaser_main, &r);
+        WAIT_FOR(atomic_load(&t.notified) == 1);
+        CHECK(fs_waiter_notifying(&t.w));
+        CHECK_EQ(fs_sem_poll(&s, &t.w, FS_FOREVER), FS_IN_FLIGHT);
+        atomic_store(&L.gate, 0);
+        if (cancel) {
+            CHECK_EQ(fs_sem_cancel(&s, &t.w), 1); /* waits for the notifier */
+            CHECK(!fs_waiter_notifying(&t.w));
+            CHECK_EQ(fs_sem_value(&s), 1);
+        } else {
+            CHECK_EQ(ntask_poll(&s, &t, FS_FOREVER), FS_OK);
+            CHECK_EQ(fs_sem_value(&s), 0);
+        }
+        join_thread(r.th);
+        fs_sem_destroy(&s);
+    }
+    nloop_destroy(&L);
+}
+
+/* notified_stress: event-loop threads, each running tasks that acquire with
+ * random timeouts and cancellations, beside plain threads, on one
+ * semaphore; one loop closes while its tasks are queued. Nobody holds more
+ * than the permits allow, no permit is lost, nobody is stuck. */
+
+#define NS_PERMITS 3
+#define NS_LOOPS 2
+#define NS_TASKS 4
+#define NS_THREADS 2
+
+typedef struct ns_shared {
+    fs_sem s;
+    atomic_int held;   /* permits held now */
+    atomic_int done;   /* loops and threads finished */
+    int rounds;
+} ns_shared;
+
+typedef struct ns_task {
+    ntask t;
+    int state;         /* 0 idle, 1 queued, 2 holding */
+    fs_count want;
+    fs_time deadline;
+    int cancel_at;     /* queued this many turns, then cancelled (0: never) */
+    int turns;
+    int hold_turns;
+    int rounds;
+    int abandoned;     /* its loop closed under it */
+} ns_task;
+
+typedef struct ns_loop {
+    nloop L;
+    ns_shared *sh;
+    ns_task tasks[NS_TASKS];
+    int closes;        /* this loop closes half-way */
+    uint64_t seed;
+    pthread_t th;
+} ns_loop;
+
+static void ns_take(ns_shared *sh, fs_count n)
+{
+    int now = atomic_fetch_add(&sh->held, (int)n) + (int)n;
+    CHECK(now <= NS_PERMITS);
+}
+
+static void ns_give(ns_shared *sh, fs_count n)
+{
+    atomic_fetch_sub(&sh->held, (int)n);
+    CHECK_EQ(fs_sem_release(&sh->s, n), FS_OK);
+}
+
+static void *ns_loop_main(void *p)
+{
+    ns_loop *lp = p;
+    ns_shared *sh = lp->sh;
+    int finished = 0;
+    for (int turn = 0; finished < NS_TASKS; turn++) {
+        int progressed = 0;
+        finished = 0;
+        if (lp->closes && turn == sh->rounds * 4) {
+            /* Closing: a queued task not yet told of its grant never will
+             * be; one already told finishes (its wake-up is in the loop). */
+            pthread_mutex_lock(&lp->L.m);
+            lp->L.closed = 1;
+            for (int i = 0; i < NS_TASKS; i++)
+                if (lp->tasks[i].state == 1 && !lp->tasks[i].t.woken)
+                    lp->tasks[i].abandoned = 1;
+            pthread_mutex_unlock(&lp->L.m);
+        }
+        for (int i = 0; i < NS_TASKS; i++) {
+            ns_task *k = &lp->tasks[i];
+            if (k->abandoned || (k->state == 0 && k->rounds >= sh->rounds)) {
+                finished++;
+                continue;
+            }
+            if (lp->L.closed && k->state == 0) {
+                k->rounds = sh->rounds; /* a closed loop starts nothing */
+                continue;
+            }
+            if (k->state == 0) {
+                uint64_t r = rnd(&lp->seed);
+                k->want = 1 + (fs_count)(r % 2);
+                k->deadline = (r >> 8) % 4 == 0 ? fs_now() + (fs_time)((r >> 16) % 200) * 1000
+                                                 : FS_FOREVER;
+                k->cancel_at = (r >> 24) % 4 == 0 ? 1 + (int)((r >> 28) % 20) : 0;
+                k->turns = 0;
+                int rc = ntask_enqueue(&sh->s, &k->t, k->want);
+                if (rc == FS_OK) {
+                    ns_take(sh, k->want);
+                    k->state = 2;
+                    k->hold_turns = 1 + (int)((r >> 32) % 3);
+                } else {
+                    CHECK_EQ(rc, FS_QUEUED);
+                    k->state = 1;
+                }
+                progressed = 1;
+            } else if (k->state == 1) {
+                k->turns++;
+                if (k->cancel_at && k->turns >= k->cancel_at) {
+                    fs_sem_cancel(&sh->s, &k->t.w);
+                    k->state = 0;
+                    k->rounds++;
+                    progressed = 1;
+                } else if (ntask_woken(&k->t) || fs_now() >= k->deadline) {
+                    int rc = ntask_poll(&sh->s, &k->t, k->deadline);
+                    if (rc == FS_OK) {
+                        ns_take(sh, k->want);
+                        k->state = 2;
+                        k->hold_turns = 1 + (int)(rnd(&lp->seed) % 3);
+                    } else if (rc == FS_QUEUED) {
+                        k->abandoned = lp->L.closed; /* told of nothing more */
+                    } else {
+                        CHECK_EQ(rc, FS_TIMEOUT);
+                        k->state = 0;
+                        k->rounds++;
+                    }
+                    progressed = 1;
+                }
+            } else if (--k->hold_turns <= 0) {
+                ns_give(sh, k->want);
+                k->state = 0;
+                k->rounds++;
+                progressed = 1;
+            }
+        }
+        if (!progressed) {
+            /* Asleep until a notification (or a deadline) comes. */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 200000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_mutex_lock(&lp->L.m);
+            pthread_cond_timedwait(&lp->L.c, &lp->L.m, &ts);
+            pthread_mutex_unlock(&lp->L.m);
+        }
+    }
+    atomic_fetch_add(&sh->done, 1);
+    return NULL;
+}
+
+typedef struct ns_thread {
+    ns_shared *sh;
+    uint64_t seed;
+    pthread_t th;
+} ns_thread;
+
+static void *ns_thread_main(void *p)
+{
+    ns_thread *a = p;
+    ns_shared *sh = a->sh;
+    for (int i = 0; i < sh->rounds * NS_TASKS; i++) {
+        uint64_t r = rnd(&a->seed);
+        fs_count want = 1 + (fs_count)(r % 2);
+        fs_time deadline = (r >> 8) % 4 == 0 ? fs_now() + (fs_time)((r >> 16) % 200) * 1000
+                                             : FS_FOREVER;
+        fs_waiter w;
+        int rc = fs_sem_acquire_or_enqueue(&sh->s, &w, want);
+        while (rc == FS_QUEUED) {
+            rc = relay_if_owed(&sh->s, &w, fs_sem_wait(&sh->s, &w, deadline, FS_FOREVER));
+            if (rc == FS_PAUSED)
+                rc = FS_QUEUED;
+        }
+        if (rc == FS_OK) {
+            ns_take(sh, want);
+            spin(200 + (unsigned)((r >> 24) % 2000));
+            ns_give(sh, want);
+        } else {
+            CHECK_EQ(rc, FS_TIMEOUT);
+        }
+    }
+    atomic_fetch_add(&sh->done, 1);
+    return NULL;
+}
+
+static void test_notified_stress(void)
+{
+    static ns_shared sh;
+    static ns_loop loops[NS_LOOPS];
+    static ns_thread threads[NS_THREADS];
+    for (int fair = 1; fair >= 0; fair--) {
+        CHECK_EQ(fs_sem_init(&sh.s, NS_PERMITS, NS_PERMITS, fair), FS_OK);
+        atomic_init(&sh.held, 0);
+        atomic_init(&sh.done, 0);
+        sh.rounds = scaled(300);
+        for (int l = 0; l < NS_LOOPS; l++) {
+            ns_loop *lp = &loops[l];
+            memset(lp->tasks, 0, sizeof lp->tasks);
+            nloop_init(&lp->L);
+            lp->sh = &sh;
+            lp->closes = l == 0;
+            lp->seed = 0x9E3779B97F4A7C15ULL * (uint64_t)(l + 1 + 10 * fair);
+            for (int i = 0; i < NS_TASKS; i++)
+                ntask_init(&lp->tasks[i].t, &lp->L);
+            start_thread(&lp->th, ns_loop_main, lp);
+        }
+        for (int i = 0; i < NS_THREADS; i++) {
+            threads[i].sh = &sh;
+            threads[i].seed = 0xD1B54A32D192ED03ULL * (uint64_t)(i + 1 + 10 * fair);
+            start_thread(&threads[i].th, ns_thread_main, &threads[i]);
+        }
+        for (int l = 0; l < NS_LOOPS; l++)
+            join_thread(loops[l].th);
+        for (int i = 0; i < NS_THREADS; i++)
+            join_thread(threads[i].th);
+        /* The closed loop's tasks that were still queued were given up when
+         * their grants came, and their permits passed on: every permit is
+         * back, and nobody is queued. Their owner (a task's coroutine being
+         * closed, in the binding) finishes them with a cancel, which then
+         * gives back nothing. */
+        CHECK_EQ(atomic_load(&sh.held), 0);
+        CHECK_EQ(fs_sem_waiting(&sh.s), 0);
+        CHECK_EQ(fs_sem_value(&sh.s), NS_PERMITS);
+        for (int i = 0; i < NS_TASKS; i++)
+            if (loops[0].tasks[i].abandoned)
+                CHECK_EQ(fs_sem_cancel(&sh.s, &loops[0].tasks[i].t.w), 0);
+        for (int l = 0; l < NS_LOOPS; l++)
+            nloop_destroy(&loops[l].L);
+        fs_sem_destroy(&sh.s);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
 /* stress: never more than V held; nothing lost or duplicated.              */
 
 #define STRESS_T 8
@@ -1902,6 +2432,8 @@ static const struct {
     {"relay", test_relay},
     {"spin", test_spin},
     {"cancel_race", test_cancel_race},
+    {"notified", test_notified},
+    {"notified_stress", test_notified_stress},
     {"stress", test_stress},
     {"lifecycle", test_lifecycle},
     {"wake_window", test_wake_window},

@@ -1,4 +1,4 @@
-from contextlib import AbstractContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from types import TracebackType
 from typing import SupportsFloat, SupportsIndex
 
@@ -36,6 +36,31 @@ class Semaphore:
     def hold(
         self, timeout: float | None = None, *, n: int = 1
     ) -> AbstractContextManager[Semaphore]: ...
+    async def async_acquire(
+        self,
+        blocking: bool = True,
+        timeout: SupportsFloat | None = None,
+        *,
+        n: SupportsIndex = 1,
+    ) -> bool: ...
+    # async_hold() and ResourcePool's path for a task, as _acquire_into.
+    async def _async_acquire_into(
+        self,
+        receipt: list[int],
+        blocking: bool = True,
+        timeout: SupportsFloat | None = None,
+        n: SupportsIndex = 1,
+    ) -> bool: ...
+    async def __aenter__(self) -> None: ...
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+    def async_hold(
+        self, timeout: float | None = None, *, n: int = 1
+    ) -> AbstractAsyncContextManager[Semaphore]: ...
     def close(self) -> None: ...
     @property
     def closed(self) -> bool: ...

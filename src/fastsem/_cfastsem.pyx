@@ -18,11 +18,13 @@ cimport cython
 from libc.math cimport isnan
 from libc.stdint cimport int64_t, uint64_t
 
+import collections.abc
 import os
 import threading
 
 from fastsem._common import (
     COUNT_MAX,
+    AsyncHold,
     Hold,
     HolderTracker,
     SemaphoreClosed,
@@ -30,6 +32,20 @@ from fastsem._common import (
 )
 
 from fastsem._core cimport *
+
+cdef extern from "<sched.h>" nogil:
+    int sched_yield()
+
+cdef extern from *:
+    """
+    static _Thread_local int fastsem_woke_a_loop;
+    """
+    # Set by a thread that has sent a task its wake-up through the task's
+    # loop (call_soon_threadsafe), read by the same thread's next wait.
+    int _woke_a_loop "fastsem_woke_a_loop"
+
+cdef extern from "Python.h":
+    void PyErr_SetInterrupt()
 
 cdef extern from *:
     """
@@ -107,6 +123,9 @@ cdef int _raise_for(int rc, fs_count count, Semaphore sem) except -1:
         raise ValueError("the bound must be >= 0")
     if rc == FS_ENOMEM:
         raise MemoryError("could not initialise a wait")
+    if rc == FS_ABANDONED:
+        raise RuntimeError("the grant could not be delivered to this task's event loop; "
+                           "the permits were passed on")
     raise SystemError(f"fastsem: unexpected status {rc} from the core")
 
 
@@ -136,17 +155,20 @@ cdef class Semaphore:
     A counting semaphore, a drop-in for threading.Semaphore that is FIFO-fair.
 
     It manages a count of free permits: acquire() takes permits, waiting in
-    line while there are not enough; release() gives them back. In fair mode
-    (the default) permits go to waiting threads strictly in the order they
-    called acquire(), a release hands them straight to the oldest waiter, and
-    no thread takes a permit while an earlier one is still waiting. With
-    fair=False an arriving acquire() may take free permits ahead of waiting
-    threads (barging), which gives more throughput under contention; a
-    waiter passed over after waiting a millisecond gets the next permits.
+    line while there are not enough; release() gives them back. Tasks of any
+    asyncio event loop wait in the same line, through async_acquire(),
+    async with and async_hold(), without blocking their loop. In fair mode
+    (the default) permits go to waiting threads and tasks strictly in the
+    order they asked, a release hands them straight to the oldest waiter,
+    and nobody takes a permit while an earlier waiter is still waiting. With
+    fair=False an arriving acquire may take free permits ahead of waiters
+    (barging), which gives more throughput under contention; a waiter passed
+    over after waiting a millisecond gets the next permits.
 
     value is the initial count and defaults to 1; a negative value raises
     ValueError. With track_holders=True the semaphore records which thread
-    holds how many permits and where it acquired them (see holders()).
+    or task holds how many permits and where it acquired them (see
+    holders()).
     """
     cdef fs_sem _sem
     cdef bint _initialized
@@ -232,6 +254,7 @@ cdef class Semaphore:
         receipt.pop()
 
     cdef bint _wait(self, fs_waiter *node, fs_time deadline, fs_count count) except -1:
+        global _woke_a_loop
         # The core hands two things back to run once this thread holds the
         # GIL again: competing (non-fair) and waking the next thread of a
         # relay (fastsem_core.c, "Callers that hold a big lock").
@@ -241,6 +264,12 @@ cdef class Semaphore:
         cdef int rc
         while True:
             with nogil:
+                if _woke_a_loop:
+                    # This thread has just woken an event loop's thread,
+                    # which the kernel likes to queue on this CPU, where the
+                    # head's spin before sleeping would keep it from running.
+                    _woke_a_loop = 0
+                    sched_yield()
                 if pausing:
                     wake_by = fs_now() + SIGNAL_CHECK_INTERVAL_NS
                 rc = fs_sem_wait(&self._sem, node, deadline, wake_by)
@@ -297,11 +326,48 @@ cdef class Semaphore:
         """
         return Hold(self, timeout, n)
 
+    def async_acquire(self, blocking=True, timeout=None, *, n=1):
+        """Acquire n permits (default 1) from an asyncio task: as acquire(),
+        but waiting suspends the task, not its thread, in the same FIFO queue
+        as threads.
+
+        Returns True, or False if the permits were not granted within timeout
+        seconds (or at once, with blocking false). An uncontended acquire
+        completes without suspending. Cancelled while it waits, the task
+        leaves the queue; cancelled after the grant but before it resumed, it
+        passes the permits on; either way it takes nothing and CancelledError
+        propagates. The arguments and errors are acquire()'s, raised when the
+        call is awaited.
+        """
+        return _async_acquire(self, blocking, timeout, n, None, False)
+
+    def _async_acquire_into(self, list receipt, blocking=True, timeout=None, n=1):
+        # async_acquire() for fastsem's own callers (AsyncHold, the pool):
+        # the count is appended to receipt in compiled code, in the step that
+        # takes the permits, as _acquire_into does.
+        return _async_acquire(self, blocking, timeout, n, receipt, False)
+
+    def __aenter__(self):
+        return _async_enter(self)
+
+    def __aexit__(self, exc_type, exc, tb):
+        _exit(self)
+        return _DONE
+
+    def async_hold(self, timeout=None, *, n=1):
+        """Return an async context manager that acquires n permits on entry,
+        or raises TimeoutError if they are not granted within timeout seconds
+        (None: wait as long as it takes), and releases them on exit, even
+        when the block raises: hold() for asyncio tasks.
+        """
+        return AsyncHold(self, timeout, n)
+
     def close(self):
-        """Close the semaphore: every thread waiting in acquire(), and every
-        later acquire, raises SemaphoreClosed at once. Permits already granted
-        stay granted, and release() still works, so that held permits can be
-        given back. Closing twice does nothing more.
+        """Close the semaphore: every thread waiting in acquire(), every task
+        waiting in async_acquire(), and every later acquire, raises
+        SemaphoreClosed at once. Permits already granted stay granted, and
+        release() still works, so that held permits can be given back.
+        Closing twice does nothing more.
         """
         self._check_initialized()
         fs_sem_close(&self._sem)
@@ -331,8 +397,9 @@ cdef class Semaphore:
 
     def statistics(self):
         """Return a SemaphoreStatistics snapshot: acquisitions, contended
-        acquisitions, timeouts, interrupts, threads waiting now and at most,
-        and the total, maximum and p50/p90/p99 wait times in seconds."""
+        acquisitions, timeouts, interrupts, threads and tasks waiting now and
+        at most, and the total, maximum and p50/p90/p99 wait times in
+        seconds."""
         cdef fs_stats snapshot
         cdef uint64_t *histogram
         self._check_initialized()
@@ -350,8 +417,8 @@ cdef class Semaphore:
         fs_sem_reset_statistics(&self._sem)
 
     def holders(self):
-        """Return who holds permits now, as a list of Holder records (thread,
-        permits, where they were acquired). Needs track_holders=True."""
+        """Return who holds permits now, as a list of Holder records (thread or
+        task, permits, where they were acquired). Needs track_holders=True."""
         self._check_initialized()
         if self._tracker is None:
             raise RuntimeError("holders() needs Semaphore(..., track_holders=True)")
@@ -371,7 +438,8 @@ cdef class Semaphore:
 
     @property
     def waiting(self):
-        """Threads queued in acquire() now (a snapshot)."""
+        """Threads queued in acquire() and tasks in async_acquire() now (a
+        snapshot)."""
         self._check_initialized()
         return fs_sem_waiting(&self._sem)
 
@@ -396,7 +464,7 @@ cdef class BoundedSemaphore(Semaphore):
     def __init__(self, value=1, *, fair=True, track_holders=False):
         self._configure(value, True, fair, track_holders)
 
-    # The same four methods again: CPython checks a method's `self` against
+    # The same six methods again: CPython checks a method's `self` against
     # the class that defines it, with one pointer compare if it is that very
     # class and a walk up the bases if not, which an inherited method would
     # pay on every call (docs/design.rst, "Methods defined twice").
@@ -414,6 +482,13 @@ cdef class BoundedSemaphore(Semaphore):
 
     def __exit__(self, exc_type, exc, tb):
         _exit(self)
+
+    def __aenter__(self):
+        return _async_enter(self)
+
+    def __aexit__(self, exc_type, exc, tb):
+        _exit(self)
+        return _DONE
 
     def __repr__(self):
         cls = type(self)
@@ -549,3 +624,232 @@ cdef inline object _exit(Semaphore self):
         return _release(self, ONE)
     self.release()
     return None
+
+
+# asyncio tasks. A task waits in the core's queue as a notified waiter
+# (fastsem_core.h, "Notified waiters"): its node lives in a _TaskWaiter that
+# the task's coroutine frame keeps alive until the wait is finished, and
+# whoever decides its wake-up calls _notify_task, which brings the news to
+# the task's loop. The task then looks with fs_sem_poll. asyncio is imported
+# at the first wait of a task, never by importing fastsem.
+
+cdef object _running_loop = None  # the current thread's running loop, or RuntimeError
+cdef object _Future = None        # asyncio.Future
+cdef object _base_create_future = None  # BaseEventLoop.create_future
+
+
+cdef inline object _new_future(object loop):
+    # What loop.create_future() makes, without its Python frame when the
+    # loop has asyncio's own (uvloop and others keep theirs).
+    if type(loop).create_future is _base_create_future:
+        return _Future(loop=loop)
+    return loop.create_future()
+
+
+cdef object _asyncio_import_lock = threading.Lock()
+
+
+cdef inline object _this_tasks_loop():
+    if _running_loop is None:
+        _import_asyncio()
+    return _running_loop()
+
+
+cdef void _import_asyncio() except *:
+    # Once, under a lock: on a free-threaded build two threads replacing a
+    # global at once could free the object the other just read.
+    global _running_loop, _Future, _base_create_future
+    with _asyncio_import_lock:
+        if _running_loop is None:
+            import asyncio.base_events
+            import asyncio.events
+            import asyncio.futures
+            _Future = asyncio.futures.Future
+            _base_create_future = asyncio.base_events.BaseEventLoop.create_future
+            _running_loop = asyncio.events.get_running_loop
+
+
+@cython.final
+@cython.freelist(16)
+@cython.auto_pickle(False)
+cdef class _TaskWaiter:
+    """A task's place in the queue: the core's node, the task's loop, and
+    what the task awaits now. Everything but the node is read and written in
+    the loop's thread only; other threads reach it through the loop
+    (call_soon_threadsafe)."""
+    cdef fs_waiter node
+    cdef object loop
+    cdef unsigned long loop_thread  # the thread the loop runs in
+    cdef object future  # what the task awaits, or None while it runs
+    cdef bint woken     # told since the task last looked
+    cdef object timer
+
+    cdef inline void wake_now(self):
+        # In the loop's thread: the task is to look again (fs_sem_poll).
+        self.woken = True
+        future = self.future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def _wake(self):
+        self.wake_now()
+
+    def _time_out(self):
+        self.timer = None
+        self.wake_now()
+
+    cdef int deliver(self) except -1:
+        global _woke_a_loop
+        if PyThread_get_thread_ident() == self.loop_thread:
+            # In the loop's own thread (whether the loop runs now or later):
+            # the future may be resolved now, a loop turn sooner.
+            self.wake_now()
+        else:
+            self.loop.call_soon_threadsafe(self._wake)
+            _woke_a_loop = 1
+        return 0
+
+
+cdef int _notify_task(fs_waiter *node) noexcept nogil:
+    # The core calls this after its unlock, in whichever thread decided the
+    # wake-up (a release, a close, another waiter's timeout), with or without
+    # the GIL. Returns nonzero if the news can never reach the task (its loop
+    # is closed): the core then passes the task's permits on.
+    with gil:
+        waiter = <_TaskWaiter>node.notify_arg
+        delivered = interrupted = False
+        for attempt in range(3):
+            try:
+                waiter.deliver()
+                delivered = True
+                break
+            except BaseException as exc:
+                # A signal handler's exception (Ctrl-C) landing inside the
+                # delivery must not cost the task its grant: deliver again,
+                # and raise it again at the thread's next check for signals.
+                interrupted = interrupted or isinstance(exc, KeyboardInterrupt)
+                try:
+                    if waiter.loop.is_closed():
+                        break
+                except BaseException:
+                    pass
+        if interrupted:
+            PyErr_SetInterrupt()
+        return 0 if delivered else 1
+
+
+cdef inline void _await_notifier(fs_waiter *node) noexcept nogil:
+    # A notification is being sent; its sender may need the GIL to finish.
+    while fs_waiter_notifying(node):
+        sched_yield()
+
+
+@cython.final
+@cython.auto_pickle(False)
+cdef class _Done:
+    """A coroutine that is done at once, with None: what `async with` awaits
+    when nothing needs to wait, without making a coroutine object. It has a
+    coroutine's methods and is registered as a Coroutine, so that whatever
+    takes a coroutine (asyncio.create_task, asyncio.run, stepping it with
+    send) takes it too. It keeps no state: one serves every caller."""
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise StopIteration
+
+    def send(self, value):
+        raise StopIteration
+
+    def throw(self, typ, val=None, tb=None):
+        if val is None:
+            raise typ
+        raise val.with_traceback(tb) if tb is not None else val
+
+    def close(self):
+        pass
+
+
+cdef _Done _DONE = _Done()
+collections.abc.Coroutine.register(_Done)
+
+
+cdef inline object _async_enter(Semaphore self):
+    if self._tracker is None and fs_sem_try_acquire(&self._sem, 1) == FS_OK:
+        return _DONE
+    return _async_acquire(self, True, None, ONE, None, True)
+
+
+async def _async_acquire(Semaphore self, object blocking, object timeout, object n,
+                         list receipt, bint entering):
+    # entering: for `async with`, which gives None, as asyncio.Semaphore's.
+    cdef fs_count count = _as_count(n)
+    cdef fs_time deadline = FS_FOREVER
+    cdef int rc
+    cdef list record = None
+    cdef bint wait = True
+    cdef _TaskWaiter waiter
+    if timeout is not None:
+        if not blocking:
+            raise ValueError("can't specify timeout for non-blocking acquire")
+        deadline = _deadline(timeout)
+        if deadline <= fs_now():
+            # Due already (timeout <= 0): the thread's one attempt, counted
+            # as the thread's (a timeout), and no suspension.
+            return _acquire(self, blocking, timeout, n, receipt)
+    elif not blocking:
+        wait = False
+    if self._tracker is not None:
+        record = self._tracker.record(count)
+    rc = fs_sem_try_acquire(&self._sem, count)
+    if rc == FS_WOULD_BLOCK and wait:
+        loop = _this_tasks_loop()
+        waiter = _TaskWaiter.__new__(_TaskWaiter)
+        waiter.loop = loop
+        waiter.loop_thread = PyThread_get_thread_ident()
+        # A wake-up reaches the waiter in the loop's thread, where this code
+        # runs until its next await: none can come before the future is made.
+        rc = fs_sem_acquire_or_enqueue_notified(&self._sem, &waiter.node, count,
+                                                _notify_task, <void *>waiter)
+        if rc == FS_QUEUED:
+            try:
+                while True:
+                    if not waiter.woken:
+                        if deadline != FS_FOREVER and waiter.timer is None:
+                            waiter.timer = loop.call_later(
+                                max(deadline - fs_now(), 0) / 1e9, waiter._time_out)
+                        waiter.future = _new_future(loop)
+                        await waiter.future
+                        waiter.future = None
+                    waiter.woken = False
+                    rc = fs_sem_poll(&self._sem, &waiter.node, deadline)
+                    if rc == FS_IN_FLIGHT:
+                        with nogil:
+                            _await_notifier(&waiter.node)
+                        waiter.woken = True  # look again at once
+                    elif rc != FS_QUEUED:
+                        break
+            except BaseException:
+                # Cancelled (or the coroutine closed): leave the queue, passing
+                # on a grant that came meanwhile. The core may wait here for a
+                # notifier, which may need the GIL.
+                with nogil:
+                    fs_sem_cancel(&self._sem, &waiter.node)
+                raise
+            finally:
+                if waiter.timer is not None:
+                    waiter.timer.cancel()
+                    waiter.timer = None
+    if rc != FS_OK:
+        if rc == FS_WOULD_BLOCK or rc == FS_TIMEOUT:
+            return False
+        _raise_for(rc, count, self)
+    if record is not None:
+        _store_record(self._tracker, record)
+    if receipt is not None:
+        receipt.append(count)
+    return None if entering else True

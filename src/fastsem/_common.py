@@ -9,6 +9,7 @@ import itertools
 import sys
 import threading
 import traceback
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -17,6 +18,7 @@ from typing import Any
 __all__ = [
     "COUNT_MAX",
     "HIST_BUCKETS",
+    "AsyncHold",
     "Hold",
     "Holder",
     "HolderTracker",
@@ -32,8 +34,9 @@ COUNT_MAX = 2**62 - 1
 
 
 class SemaphoreClosed(RuntimeError):
-    """Raised by acquire() (and hold(), and `with`) on a closed semaphore,
-    including in threads that were waiting when it was closed."""
+    """Raised by acquire() (and hold(), and `with`, and their async twins) on
+    a closed semaphore, including in threads and tasks that were waiting when
+    it was closed."""
 
 
 # The wait-time histogram, the same in C (csrc/fastsem_core.h) and Python:
@@ -78,8 +81,10 @@ class SemaphoreStatistics:
     acquisitions: int  # successful acquires, waiting or not
     contended: int  # of those, the ones that had to queue
     timeouts: int  # acquires that gave up at their timeout
-    interrupts: int  # waits abandoned by an exception (Ctrl-C); close() is not one
-    waiting: int  # threads queued now
+    # waits abandoned by an exception (Ctrl-C, a task's cancellation), or by
+    # a task whose event loop closed; close() is not one
+    interrupts: int
+    waiting: int  # threads and tasks queued now
     max_waiting: int  # the longest the queue has been
     wait_total: float
     wait_max: float
@@ -127,6 +132,12 @@ def make_statistics(
     )
 
 
+def _not_granted(n: int, timeout: object) -> TimeoutError:
+    return TimeoutError(
+        f"could not acquire {n} permit{'s' if n != 1 else ''} within {timeout} seconds"
+    )
+
+
 class Hold:
     """What sem.hold() returns: acquires on entry or raises TimeoutError,
     releases on exit even when the block raises.
@@ -156,10 +167,7 @@ class Hold:
                 sem._release_from(receipt)
             raise
         if not receipt:
-            raise TimeoutError(
-                f"could not acquire {self._n} permit{'s' if self._n != 1 else ''} "
-                f"within {self._timeout} seconds"
-            )
+            raise _not_granted(self._n, self._timeout)
         return sem
 
     def __exit__(
@@ -171,9 +179,51 @@ class Hold:
         self._sem.release(self._n)
 
 
+class AsyncHold:
+    """What sem.async_hold() returns: Hold for a task (`async with`).
+
+    Entry awaits the semaphore's own asynchronous acquire path, which notes
+    the permits in the receipt in the step that finds them granted. A
+    cancellation that comes before that step is the acquire's to handle (it
+    passes on a grant its task never saw); an exception that comes after it,
+    on the way out (a KeyboardInterrupt from a signal handler), gives back
+    what the receipt holds instead of stranding it. Like Hold, it holds no
+    state between entry and exit: one AsyncHold may be entered by several
+    tasks at once."""
+
+    __slots__ = ("_n", "_sem", "_timeout")
+
+    def __init__(self, sem: Any, timeout: float | None, n: int) -> None:
+        self._sem = sem
+        self._timeout = timeout
+        self._n = n
+
+    async def __aenter__(self) -> Any:
+        sem = self._sem
+        receipt: list[int] = []
+        try:
+            await sem._async_acquire_into(receipt, True, self._timeout, self._n)
+        except BaseException:
+            if receipt:
+                sem._release_from(receipt)
+            raise
+        if not receipt:
+            raise _not_granted(self._n, self._timeout)
+        return sem
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._sem.release(self._n)
+
+
 @dataclass(frozen=True)
 class Holder:
-    """Who holds permits, as recorded with track_holders=True."""
+    """Who holds permits, as recorded with track_holders=True: a thread, or
+    a task (each task is a holder of its own, in its loop's thread)."""
 
     thread_id: int
     thread_name: str
@@ -181,14 +231,27 @@ class Holder:
     # Where each still-held acquisition was made, oldest first: the formatted
     # stack of the acquire() call (innermost frame last).
     acquired_at: tuple[str, ...]
+    # The task's name for an asyncio task's permits; None for a thread's own.
+    task: str | None = None
+
+
+def _current_task() -> Any:
+    """The asyncio task running in this thread now, or None. asyncio is never
+    imported for this: if nobody has imported it, no task runs."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None or asyncio._get_running_loop() is None:
+        return None
+    return asyncio.current_task()
 
 
 class HolderTracker:
-    """Records which thread holds how many permits and where it took them.
+    """Records which thread or task holds how many permits and where it took
+    them. A task is a holder of its own, apart from its loop's thread and
+    from the other tasks of that loop.
 
-    Permits are not owned: any thread may release them. A release is charged
-    to the releasing thread's own acquisitions first (newest first), then to
-    the other threads' acquisitions, oldest first.
+    Permits are not owned: any thread or task may release them. A release is
+    charged to the releaser's own acquisitions first (newest first), then to
+    the others' acquisitions, oldest first.
 
     The semaphores use it in three steps, so that an exception at any point
     (a Ctrl-C, a RecursionError) never leaves the records and the permits
@@ -203,16 +266,20 @@ class HolderTracker:
     __slots__ = ("keys", "lock", "records")
 
     def __init__(self) -> None:
-        # Serialises charge-and-apply between releasing threads; stores of
-        # new records need no lock (one dict store each).
+        # Serialises charge-and-apply between releasers; stores of new
+        # records need no lock (one dict store each).
         self.lock = threading.Lock()
         self.keys = itertools.count()
-        # key -> [thread id, thread name, permits, stack text], keys in
-        # acquisition order.
+        # key -> [thread id, thread name, permits, stack text, task, task
+        # name], keys in acquisition order. task is a weak reference to the
+        # asyncio task (None for a thread): it names the holder without
+        # keeping a finished task alive, and a task made later at the same
+        # address is never taken for it (a dead reference equals only
+        # itself).
         self.records: dict[int, list[Any]] = {}
 
     def record(self, n: int) -> list[Any]:
-        """A record of an acquisition of n permits by this thread, here."""
+        """A record of an acquisition of n permits by this thread or task, here."""
         # Drop the frames of fastsem itself: the caller's acquire() is last.
         frame = sys._getframe(1)
         while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
@@ -220,40 +287,59 @@ class HolderTracker:
         ):
             frame = frame.f_back
         where = "".join(traceback.format_stack(frame, limit=12))
-        return [threading.get_ident(), threading.current_thread().name, n, where]
+        task = _current_task()
+        if task is None:
+            return [threading.get_ident(), threading.current_thread().name, n, where, None, None]
+        ref = weakref.ref(task)
+        # holders() groups by the reference: its hash is taken now, while the
+        # task lives (a dead reference cannot compute it).
+        hash(ref)
+        return [
+            threading.get_ident(), threading.current_thread().name, n, where, ref, task.get_name()
+        ]  # fmt: skip
 
     def charge(self, n: int) -> tuple[dict[int, list[Any]], list[int]]:
-        """What releasing n permits from this thread does to the records,
-        computed, not applied: the records that shrink (key -> new record)
-        and the keys of those that go. The caller holds the lock."""
+        """What releasing n permits from this thread or task does to the
+        records, computed, not applied: the records that shrink (key -> new
+        record) and the keys of those that go. The caller holds the lock."""
         me = threading.get_ident()
+        task = _current_task()
+        mine = None if task is None else weakref.ref(task)
         records = self.records.copy()
-        order = [key for key, record in reversed(records.items()) if record[0] == me]
-        order += [key for key, record in records.items() if record[0] != me]
+        order = [
+            key
+            for key, record in reversed(records.items())
+            if record[0] == me and record[4] == mine
+        ]
+        order += [
+            key for key, record in records.items() if not (record[0] == me and record[4] == mine)
+        ]
         shrunk: dict[int, list[Any]] = {}
         gone: list[int] = []
         for key in order:
             if n == 0:
                 break
-            ident, name, permits, where = records[key]
-            taken = min(n, permits)
+            record = records[key]
+            taken = min(n, record[2])
             n -= taken
-            if taken == permits:
+            if taken == record[2]:
                 gone.append(key)
             else:
-                shrunk[key] = [ident, name, permits - taken, where]
+                shrunk[key] = [*record[:2], record[2] - taken, *record[3:]]
         return shrunk, gone
 
     def holders(self) -> list[Holder]:
-        by_thread: dict[int, tuple[str, list[list[Any]]]] = {}
-        for ident, name, permits, where in self.records.copy().values():
-            by_thread.setdefault(ident, (name, []))[1].append([permits, where])
+        by_holder: dict[tuple[int, Any], tuple[list[Any], list[list[Any]]]] = {}
+        for record in self.records.copy().values():
+            ident, _, permits, where, task, _ = record
+            by_holder.setdefault((ident, task), (record, []))[1].append([permits, where])
         return [
             Holder(
-                thread_id=ident,
-                thread_name=name,
+                thread_id=first[0],
+                thread_name=first[1],
                 permits=sum(permits for permits, _ in records),
                 acquired_at=tuple(where for _, where in records),
+                task=first[5],
             )
-            for ident, (name, records) in by_thread.items()
+            for first, records in by_holder.values()
         ]

@@ -32,10 +32,15 @@ cdef extern from "fastsem_core.h" nogil:
         FS_BAD_VALUE
         FS_BAD_BOUND
         FS_UNBOUNDED
+        FS_IN_FLIGHT
+        FS_ABANDONED
 
-    # Opaque here: the binding reads them through the core's accessors.
+    # Opaque here but for the owner's pointer of a notified waiter: the
+    # binding reads the rest through the core's accessors.
     ctypedef struct fs_waiter:
-        pass
+        void *notify_arg
+
+    ctypedef int (*fs_notify_fn)(fs_waiter *w) noexcept nogil
 
     ctypedef struct fs_sem:
         pass
@@ -56,6 +61,10 @@ cdef extern from "fastsem_core.h" nogil:
     int fs_sem_acquire_or_enqueue(fs_sem *s, fs_waiter *w, fs_count n)
     int fs_sem_wait(fs_sem *s, fs_waiter *w, fs_time deadline, fs_time wake_by)
     int fs_sem_cancel(fs_sem *s, fs_waiter *w)
+    int fs_sem_acquire_or_enqueue_notified(fs_sem *s, fs_waiter *w, fs_count n,
+                                           fs_notify_fn notify, void *arg)
+    int fs_sem_poll(fs_sem *s, fs_waiter *w, fs_time deadline)
+    int fs_waiter_notifying(fs_waiter *w)
     void fs_sem_relay(fs_sem *s)
     int fs_waiter_relay_owed(const fs_waiter *w)
     int fs_waiter_spun(const fs_waiter *w)

@@ -26,11 +26,18 @@ Design, in short:
   still being closed, or while a shrink drains).
 - **No background thread.** Lifetimes are enforced when resources are
   checked out and returned; leaks are reported by the next pool call.
+- **Tasks.** ``async_acquire()`` is ``acquire()`` with two awaits: for a
+  place, in the semaphore's one FIFO queue (``_async_acquire_into``), and
+  for room, on a wake-up that ``_notify()`` sends through the task's own
+  loop, where a thread waits on the condition. Everything between runs in
+  the task as it runs in a thread, factory() and check() included, and the
+  same handler undoes whatever a CancelledError at either await finds.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import operator
 import sys
@@ -158,9 +165,10 @@ class _Checkout(Generic[T]):
     field is set in the same critical section as the change it stands for,
     or before a change whose undo is idempotent."""
 
-    __slots__ = ("dropping", "fresh", "made", "making", "popped")
+    __slots__ = ("deadline", "dropping", "fresh", "made", "making", "popped")
 
     def __init__(self) -> None:
+        self.deadline: float | None = None  # of a wait for room (monotonic())
         self.making = False  # a place in _size is reserved for factory()
         self.made: T | None = None  # what factory() returned, until it has a slot
         self.fresh: _Slot[T] | None = None  # its slot, not yet placed
@@ -219,6 +227,21 @@ def _caller_stack() -> traceback.StackSummary:
     return stack
 
 
+def _wake_task(loop: Any, woken: Any) -> None:
+    """Wakes a task waiting for room in the pool, from any thread: through
+    its own loop. A loop closed meanwhile cannot be woken (its task is gone
+    with it, and gives its place back when its coroutine is closed)."""
+    try:
+        loop.call_soon_threadsafe(_set_done, woken)
+    except RuntimeError:
+        pass
+
+
+def _set_done(woken: Any) -> None:
+    if not woken.done():
+        woken.set_result(None)
+
+
 class ResourcePool(Generic[T]):
     """A fair, thread-safe pool of resources (connections, sessions, clients...).
 
@@ -254,6 +277,9 @@ class ResourcePool(Generic[T]):
     repr() and in log messages.
 
     The pool is a context manager: leaving the block calls close().
+
+    asyncio tasks use async_acquire() and async_lease(): they wait in the
+    same line as the threads, without blocking their loop.
     """
 
     # What counts the places: the implementation fastsem._impl chose (the
@@ -327,6 +353,9 @@ class ResourcePool(Generic[T]):
         # at any point leaves the count right.
         self._waiters: set[int] = set()
         self._room_waiters: set[int] = set()
+        # The tasks among the room waiters: token -> what wakes the task
+        # (a thread waits on _cond instead; a task must not block its loop).
+        self._task_room_waiters: dict[int, Callable[[], None]] = {}
         self._close_waiters = 0  # close(timeout) callers
         self._created = 0
         self._closed_count = 0
@@ -441,6 +470,144 @@ class ResourcePool(Generic[T]):
             self._undo(place, slot, checkout)
             raise
 
+    async def async_acquire(self, timeout: float | _Default | None = _DEFAULT) -> T:
+        """async_acquire(timeout=<the pool's timeout>)
+
+        acquire() for a task of an asyncio event loop: the task waits for a
+        place in the same line as the threads calling acquire() (FIFO across
+        both), without blocking its loop; the resource is given back with
+        release() or discard(), as acquire()'s. Arguments, errors and
+        defaults are acquire()'s: PoolTimeout, PoolTooBusy, PoolClosed, and
+        what factory() raises.
+
+        factory(), check() and close() stay synchronous: they run in the task,
+        on the loop's thread, as acquire() runs them in the calling thread
+        (a slow factory holds up the loop while it runs).
+
+        A task cancelled while it waits (CancelledError, asyncio.timeout(),
+        wait_for()) leaves the line and holds nothing; cancelled after its
+        place was granted, it gives the place back. If async_acquire()
+        raises, for whatever reason, the caller holds nothing.
+        """
+        if timeout is not _DEFAULT:
+            timeout = _timeout(timeout)
+        place: list[int] = []  # the semaphore notes the granted place here
+        slot: _Slot[T] | None = None
+        checkout: _Checkout[T] | None = None
+        try:
+            try:
+                self._sem._acquire_into(place, False)
+            except SemaphoreClosed:
+                raise PoolClosed(f"pool {self._name!r} is closed") from None
+            deadline = None
+            if not place:
+                deadline = await self._async_wait_for_place(timeout, place)
+            if self._plain_checkout:
+                # The fast path, acquire()'s: an idle resource, one lock round trip.
+                with self._lock:
+                    idle = self._idle
+                    if idle and not self._closed:
+                        slot = idle[-1]
+                        del idle[-1]
+                        self._in_use[slot.key] = slot
+                        slot.checkouts += 1
+                        self._acquired += 1
+                        return slot.resource
+            checkout = _Checkout()
+            slot = await self._async_checkout(checkout, timeout, deadline)
+            if self._size < self._min_size:
+                self._top_up(raise_errors=False)  # expired or failed ones were closed
+            if self._leak_timeout is not None:
+                self._report_leaks(monotonic())
+            return slot.resource
+        except BaseException:
+            # CancelledError and GeneratorExit (the task dropped) land here
+            # too, at the awaits: the same undo as acquire()'s.
+            self._undo(place, slot, checkout)
+            raise
+
+    async def _async_wait_for_place(
+        self, timeout: float | _Default | None, place: list[int]
+    ) -> float | None:
+        """_wait_for_place() for a task: queues for a permit in the
+        semaphore's one FIFO, through its _async_acquire_into()."""
+        if timeout is _DEFAULT:
+            timeout = self._timeout
+        if timeout is not None and timeout <= 0:
+            with self._lock:
+                self._timeouts += 1
+            raise PoolTimeout(f"no resource free in pool {self._name!r}")
+        deadline = None if timeout is None else monotonic() + timeout
+        token = id(place)
+        counted = self._max_waiting is not None
+        if counted:
+            with self._lock:
+                if self._closed:
+                    raise PoolClosed(f"pool {self._name!r} is closed")
+                if len(self._waiters) >= self._max_waiting:  # type: ignore[operator]
+                    self._too_busy += 1
+                    raise PoolTooBusy(
+                        f"{len(self._waiters)} callers already wait for pool {self._name!r}"
+                        f" (max_waiting={self._max_waiting})"
+                    )
+                self._waiters.add(token)
+        try:
+            await self._sem._async_acquire_into(place, True, timeout)
+        except SemaphoreClosed:
+            raise PoolClosed(f"pool {self._name!r} is closed") from None
+        finally:
+            if counted:
+                with self._lock:
+                    self._waiters.discard(token)
+        if not place:
+            with self._lock:
+                self._timeouts += 1
+            raise PoolTimeout(f"no resource free in pool {self._name!r} within {timeout} s")
+        return deadline
+
+    async def _async_checkout(
+        self, checkout: _Checkout[T], timeout: float | _Default | None, deadline: float | None
+    ) -> _Slot[T]:
+        """_checkout() for a task: where a thread waits on the condition for
+        room, the task registers a wake-up that _notify() calls (under the
+        lock, so none is missed) and awaits it with the lock free."""
+        import asyncio  # not at module level: importing fastsem must not import asyncio
+
+        stack = _caller_stack() if self._leak_timeout is not None else None
+        loop = asyncio.get_running_loop()
+        token = id(checkout)
+        checkout.deadline = deadline
+        wait: list[Any] = [None, None]  # the wake-up to await, and for how long at most
+
+        def task_wait() -> None:
+            # With the lock held: the deadline's checks are _wait_for_room()'s.
+            if checkout.deadline is None:
+                limit = self._timeout if timeout is _DEFAULT else timeout
+                if limit is not None:
+                    checkout.deadline = monotonic() + float(limit)
+            remaining = None if checkout.deadline is None else checkout.deadline - monotonic()
+            if remaining is not None and remaining <= 0:
+                self._timeouts += 1
+                raise PoolTimeout(f"no resource free in pool {self._name!r} in time")
+            woken = loop.create_future()
+            self._room_waiters.add(token)
+            self._task_room_waiters[token] = functools.partial(_wake_task, loop, woken)
+            wait[0], wait[1] = woken, remaining
+
+        while True:
+            slot = self._checkout_step(checkout, timeout, stack, task_wait)
+            if slot is not None:
+                return slot
+            woken, wait[0] = wait[0], None
+            if woken is None:
+                continue
+            try:
+                await asyncio.wait((woken,), timeout=wait[1])
+            finally:
+                with self._lock:
+                    self._room_waiters.discard(token)
+                    self._task_room_waiters.pop(token, None)
+
     def _undo(self, place: list[int], slot: _Slot[T] | None, checkout: _Checkout[T] | None) -> None:
         """An acquire() (or a top-up) is raising: whatever it took goes
         back. A resource it handed out, made, or took off the idle stack
@@ -452,6 +619,7 @@ class ResourcePool(Generic[T]):
             self._waiters.discard(id(place))
             if checkout is not None:
                 self._room_waiters.discard(id(checkout))
+                self._task_room_waiters.pop(id(checkout), None)
                 if checkout.dropping is not None and self._is_loose(checkout.dropping):
                     to_drop.append(checkout.dropping)
                 fresh = checkout.fresh
@@ -544,62 +712,83 @@ class ResourcePool(Generic[T]):
         (after the expiry rules and check()), or a new one. What it holds
         is in `checkout`; if it raises, acquire() undoes that."""
         stack = _caller_stack() if self._leak_timeout is not None else None
+        checkout.deadline = deadline
         while True:
-            if checkout.dropping is not None:
-                self._drop(checkout.dropping)  # the place is freed even if close() raises
-                checkout.dropping = None
-            with self._lock:
-                if self._closed:
-                    raise PoolClosed(f"pool {self._name!r} is closed")
-                idle = self._idle
-                if idle:
-                    now = monotonic()
-                    oldest = idle[0]
-                    if (
-                        self._max_idle is not None
-                        and self._size > self._min_size
-                        and now - oldest.returned_at > self._max_idle
-                    ):
-                        checkout.dropping = oldest
-                        del idle[0]
-                    else:
-                        slot = idle[-1]
-                        checkout.popped = slot
-                        del idle[-1]
-                        if (
-                            self._max_lifetime is not None
-                            and now - slot.created_at > self._max_lifetime
-                        ):
-                            checkout.dropping = slot
-                            checkout.popped = None
-                        elif self._check is None:
-                            self._hand_out(slot, now, stack)
-                            return slot
-                elif self._size < self._max_size:
-                    checkout.making = True
-                    self._size += 1
-                else:
-                    deadline = self._wait_for_room(timeout, deadline, id(checkout))
-                    continue
-            if checkout.dropping is not None:
-                continue  # expired: closed at the top of the loop
-            slot = checkout.popped  # type: ignore[assignment]
+            slot = self._checkout_step(checkout, timeout, stack)
             if slot is not None:
-                if self._passes_check(slot):
-                    with self._lock:
-                        if not self._closed:
-                            self._hand_out(slot, monotonic(), stack)
-                            return slot
-                    continue  # closed meanwhile: the handler closes it, the loop raises
-                checkout.dropping = slot
-                checkout.popped = None
-                continue
-            fresh = self._make(checkout)  # into the place reserved above
-            with self._lock:
-                if not self._closed:
-                    self._hand_out(fresh, fresh.created_at, stack)
-                    return fresh
-            continue  # closed meanwhile: the handler closes it, the loop raises
+                return slot
+
+    def _checkout_step(
+        self,
+        checkout: _Checkout[T],
+        timeout: float | _Default | None,
+        stack: traceback.StackSummary | None,
+        task_wait: Callable[[], None] | None = None,
+    ) -> _Slot[T] | None:
+        """One round of a checkout (acquire()'s and async_acquire()'s): returns
+        the slot handed out, or None to go round again. When no resource is
+        idle and there is no room to make one, a thread waits for room on the
+        condition (until checkout.deadline); a task's task_wait() arranges for
+        it to be woken; either raises PoolTimeout once the time is up. Both
+        are called with the lock held, so that no notification is missed."""
+        if checkout.dropping is not None:
+            self._drop(checkout.dropping)  # the place is freed even if close() raises
+            checkout.dropping = None
+        with self._lock:
+            if self._closed:
+                raise PoolClosed(f"pool {self._name!r} is closed")
+            idle = self._idle
+            if idle:
+                now = monotonic()
+                oldest = idle[0]
+                if (
+                    self._max_idle is not None
+                    and self._size > self._min_size
+                    and now - oldest.returned_at > self._max_idle
+                ):
+                    checkout.dropping = oldest
+                    del idle[0]
+                else:
+                    slot = idle[-1]
+                    checkout.popped = slot
+                    del idle[-1]
+                    if (
+                        self._max_lifetime is not None
+                        and now - slot.created_at > self._max_lifetime
+                    ):
+                        checkout.dropping = slot
+                        checkout.popped = None
+                    elif self._check is None:
+                        self._hand_out(slot, now, stack)
+                        return slot
+            elif self._size < self._max_size:
+                checkout.making = True
+                self._size += 1
+            elif task_wait is None:
+                checkout.deadline = self._wait_for_room(timeout, checkout.deadline, id(checkout))
+                return None
+            else:
+                task_wait()
+                return None
+        if checkout.dropping is not None:
+            return None  # expired: closed at the top of the next round
+        popped = checkout.popped
+        if popped is not None:
+            if self._passes_check(popped):
+                with self._lock:
+                    if not self._closed:
+                        self._hand_out(popped, monotonic(), stack)
+                        return popped
+                return None  # closed meanwhile: the handler closes it, the next round raises
+            checkout.dropping = popped
+            checkout.popped = None
+            return None
+        fresh = self._make(checkout)  # into the place reserved above
+        with self._lock:
+            if not self._closed:
+                self._hand_out(fresh, fresh.created_at, stack)
+                return fresh
+        return None  # closed meanwhile: the handler closes it, the next round raises
 
     def _make(self, checkout: _Checkout[T]) -> _Slot[T]:
         """Calls factory() for the place reserved in _size (checkout.making)
@@ -726,7 +915,7 @@ class ResourcePool(Generic[T]):
                 if plain:
                     self._idle.append(found)  # first the resource,
                     if self._room_waiters or self._close_waiters:
-                        self._cond.notify_all()
+                        self._notify()
             if plain:
                 self._sem._release_from(place)  # then the place
                 return
@@ -835,6 +1024,8 @@ class ResourcePool(Generic[T]):
         # With the lock held: wake whoever waits for room or for close().
         if self._room_waiters or self._close_waiters:
             self._cond.notify_all()
+            for wake in self._task_room_waiters.values():
+                wake()
 
     def _top_up(self, *, raise_errors: bool) -> None:
         """Makes idle resources while fewer than min_size are alive."""
@@ -881,6 +1072,18 @@ class ResourcePool(Generic[T]):
         if timeout is not _DEFAULT:
             timeout = _timeout(timeout)
         return _Lease(self, timeout)
+
+    def async_lease(self, timeout: float | _Default | None = _DEFAULT) -> _AsyncLease[T]:
+        """async_lease(timeout=<the pool's timeout>)
+
+        lease() for a task: ``async with pool.async_lease() as res:`` awaits
+        async_acquire(timeout) on entry and calls release() on exit, even
+        when the block raises or the task is cancelled. As a lease, it
+        serves one ``async with`` block.
+        """
+        if timeout is not _DEFAULT:
+            timeout = _timeout(timeout)
+        return _AsyncLease(self, timeout)
 
     # -- leaks --
 
@@ -1046,13 +1249,8 @@ class ResourcePool(Generic[T]):
         self.close()
 
 
-class _Lease(Generic[T]):
-    """What ResourcePool.lease() returns: one checkout for one with block.
-
-    It remembers which checkout of the resource was its own, so that its
-    exit gives back that one only (never a later checkout of the same
-    resource by someone else, when the block gave it back itself), and it
-    refuses a second entry."""
+class _LeaseState(Generic[T]):
+    """What a lease, sync or async, keeps between its entry and its exit."""
 
     __slots__ = ("_checkout", "_pool", "_slot", "_ticket", "_timeout")
 
@@ -1064,6 +1262,17 @@ class _Lease(Generic[T]):
         # Popped by the one entry allowed: list.pop() is atomic, so of two
         # threads entering at once exactly one gets it.
         self._ticket = [True]
+
+
+class _Lease(_LeaseState[T]):
+    """What ResourcePool.lease() returns: one checkout for one with block.
+
+    It remembers which checkout of the resource was its own, so that its
+    exit gives back that one only (never a later checkout of the same
+    resource by someone else, when the block gave it back itself), and it
+    refuses a second entry."""
+
+    __slots__ = ()
 
     def __enter__(self) -> T:
         try:
@@ -1086,6 +1295,43 @@ class _Lease(Generic[T]):
         return resource
 
     def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        slot = self._slot
+        if slot is not None:
+            self._pool._give_back(slot.resource, (slot, self._checkout))
+            self._slot = None
+
+
+class _AsyncLease(_LeaseState[T]):
+    """What ResourcePool.async_lease() returns: _Lease's rules for one
+    ``async with`` block."""
+
+    __slots__ = ()
+
+    async def __aenter__(self) -> T:
+        try:
+            self._ticket.pop()
+        except IndexError:
+            raise RuntimeError(
+                "this lease was entered already: call pool.async_lease() for each async with block"
+            ) from None
+        pool = self._pool
+        resource = await pool.async_acquire(self._timeout)
+        try:
+            slot = pool._in_use.get(id(resource))
+        except BaseException:
+            pool.release(resource)  # a Ctrl-C right here: the block never runs
+            raise
+        if slot is not None:
+            self._checkout = slot.checkouts
+        self._slot = slot
+        return resource
+
+    async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,

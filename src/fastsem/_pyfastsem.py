@@ -14,6 +14,14 @@ and _cancel fs_sem_cancel; _WaitStats is fs_stats, made at the first wait.
 What the core adds for speed has no counterpart here: the lock-free permit
 word, spinning, wake-ups sent after the mutex is released, the relay.
 
+A task (async_acquire) waits as the core's notified waiter does: its
+_Waiter, in the same queue, holds the task's event loop instead of a lock,
+and signal() sends the news through that loop (call_soon_threadsafe), after
+which the task looks under the mutex as a thread does (_async_wait: the
+binding's loop over fs_sem_poll). A wake-up the loop refuses, because it is
+closed, gives the waiter up as _cancel would (_abandon, the core's
+waiter_abandon): its permits pass on.
+
 A bad argument raises what the C version raises, of the same type. The
 words are the same where the binding chooses them, and the twin's own where
 the C version's come from Cython's or CPython's argument conversion.
@@ -32,11 +40,12 @@ import copy
 import math
 import operator
 import os
+import sys
 import threading
 from _thread import LockType
 from _thread import allocate_lock as _allocate_lock
 from collections import deque
-from contextlib import AbstractContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from time import monotonic as _monotonic
 from time import monotonic_ns as _monotonic_ns
 from typing import Any
@@ -44,6 +53,7 @@ from typing import Any
 from fastsem._common import (
     COUNT_MAX,
     HIST_BUCKETS,
+    AsyncHold,
     Hold,
     Holder,
     HolderTracker,
@@ -61,7 +71,7 @@ _LONG_LONG_MIN, _LONG_LONG_MAX = -(2**63), 2**63 - 1
 # gets the next permits handed over (FS_STARVE_NS in the C core).
 _STARVE_NS = 1_000_000
 # Waiter states, as in the C core.
-_WAITING, _GRANTED, _CLOSED, _REJECTED, _DONE = range(5)
+_WAITING, _GRANTED, _CLOSED, _REJECTED, _DONE, _ABANDONED = range(6)
 
 # Bumped in every fork child; a semaphore from an older generation renews its
 # mutex and drops the waiters of threads that do not exist in the child.
@@ -81,6 +91,15 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _running_loop() -> Any:
+    """The running event loop of the calling task, for a task that must wait.
+    asyncio is imported here, not with fastsem: whoever runs a task has
+    imported it already, and nobody else pays for it."""
+    from asyncio import get_running_loop
+
+    return get_running_loop()
 
 
 def _as_count(n: object) -> int:
@@ -123,10 +142,15 @@ def _deadline(timeout: object) -> float:
 
 
 class _Waiter:
-    """One blocked acquire: what it wants and its own wake-up lock."""
+    """One blocked acquire: what it wants and how to wake it. Two kinds share
+    the one queue: a thread's waiter sleeps on a lock of its own; a task's
+    (async_acquire) holds its event loop instead, and is woken by wake()
+    run in that loop, which completes the future the task awaits."""
 
     __slots__ = (
         "fork_generation",
+        "future",
+        "loop",
         "queued_at",
         "signalled",
         "starving",
@@ -136,21 +160,49 @@ class _Waiter:
         "want",
     )
 
-    def __init__(self, want: int) -> None:
+    def __init__(self, want: int, loop: Any = None) -> None:
         self.want = want
         self.state = _WAITING
-        self.wakeup = _allocate_lock()
-        self.wakeup.acquire()  # held until a release signals this waiter
+        self.loop = loop  # a task's event loop; None for a thread
+        if loop is None:
+            self.wakeup = _allocate_lock()
+            self.wakeup.acquire()  # held until a release signals this waiter
+        self.future: Any = None  # a task's: what it awaits now, made in its loop
         self.signalled = False
         self.starving = False  # non-fair: lost a competition after _STARVE_NS
         self.fork_generation = _fork_generation
         self.queued_at = _monotonic_ns()
         self.waited = 0  # queued_at to the grant, once granted
 
-    def signal(self) -> None:
+    def signal(self) -> bool:
+        """Under the mutex: wakes the waiter to look. A task's news goes
+        through its loop: at once if this is the loop's own thread (the task
+        cannot be running: this thread is running the signaller), else with
+        call_soon_threadsafe. Returns False if it cannot be delivered: the
+        task's loop is closed, so the task will never look again and the
+        caller must take it out (what it was granted passes on)."""
         if not self.signalled:
             self.signalled = True
-            self.wakeup.release()
+            if self.loop is None:
+                self.wakeup.release()
+            elif sys.modules["asyncio"]._get_running_loop() is self.loop:
+                self.wake()  # completing a future runs nothing: it schedules
+            else:
+                try:
+                    self.loop.call_soon_threadsafe(self.wake)
+                except RuntimeError:  # "Event loop is closed"
+                    return False
+        return True
+
+    def wake(self) -> None:
+        """A task's waiter, in its loop's thread (from signal(), or the timer
+        of a timeout): resumes the task, which then looks under the mutex. A
+        future already done (cancelled, or woken by an earlier call) is left
+        alone; a wake-up meant for an earlier future that reaches a later one
+        only makes the task look once more."""
+        future = self.future
+        if future is not None and not future.done():
+            future.set_result(None)
 
     def sleep(self, deadline: float | None) -> bool:
         """Blocks, without the mutex, until signalled or until the deadline;
@@ -248,17 +300,20 @@ class Semaphore:
     A counting semaphore, a drop-in for threading.Semaphore that is FIFO-fair.
 
     It manages a count of free permits: acquire() takes permits, waiting in
-    line while there are not enough; release() gives them back. In fair mode
-    (the default) permits go to waiting threads strictly in the order they
-    called acquire(), a release hands them straight to the oldest waiter, and
-    no thread takes a permit while an earlier one is still waiting. With
-    fair=False an arriving acquire() may take free permits ahead of waiting
-    threads (barging), which gives more throughput under contention; a
-    waiter passed over after waiting a millisecond gets the next permits.
+    line while there are not enough; release() gives them back. Tasks of any
+    asyncio event loop wait in the same line, through async_acquire(),
+    async with and async_hold(), without blocking their loop. In fair mode
+    (the default) permits go to waiting threads and tasks strictly in the
+    order they asked, a release hands them straight to the oldest waiter,
+    and nobody takes a permit while an earlier waiter is still waiting. With
+    fair=False an arriving acquire may take free permits ahead of waiters
+    (barging), which gives more throughput under contention; a waiter passed
+    over after waiting a millisecond gets the next permits.
 
     value is the initial count and defaults to 1; a negative value raises
     ValueError. With track_holders=True the semaphore records which thread
-    holds how many permits and where it acquired them (see holders()).
+    or task holds how many permits and where it acquired them (see
+    holders()).
     """
 
     __slots__ = (
@@ -345,18 +400,35 @@ class Semaphore:
     def _dispatch(self) -> None:
         """Serves the queue after the count grew or a waiter left."""
         queue = self._queue
-        # Fair mode hands the permits over to the head; non-fair mode only to
-        # a starving head.
-        while self._head_owns_free_permits() and queue[0].want <= self._count:
-            waiter = queue.popleft()
-            self._grant(waiter)
-            waiter.signal()
-        if queue and not self._head_owns_free_permits() and queue[0].want <= self._count:
+        while True:
+            # Fair mode hands the permits over to the head; non-fair mode only
+            # to a starving head.
+            while self._head_owns_free_permits() and queue[0].want <= self._count:
+                waiter = queue.popleft()
+                self._grant(waiter)
+                if not waiter.signal():
+                    self._abandon(waiter)  # the permits are free again: go on
+            if not queue or self._head_owns_free_permits() or queue[0].want > self._count:
+                return
             # Non-fair: one competitor at a time, as the C core: the head (a
             # no-op if it is already woken); each that takes its permits, or
             # leaves, dispatches again. Signalling every waiter that fit made
             # release(n) quadratic (docs/design.rst, "The relay").
-            queue[0].signal()
+            if queue[0].signal():
+                return
+            self._abandon(queue.popleft())  # the next head competes instead
+
+    def _abandon(self, waiter: _Waiter) -> None:
+        """A task's waiter that signal() could not reach (its loop is closed),
+        out of the queue already, with an outcome (a grant, a close, a lowered
+        bound) it will never see: it is taken out as _cancel would, an
+        interrupted wait, and what it was granted goes back to the count, for
+        the caller to pass on (the core's waiter_abandon)."""
+        if waiter.state == _GRANTED:
+            self._put(waiter.want)
+            self._ungrant(waiter)
+        waiter.state = _ABANDONED
+        self._wait_stats().interrupts += 1
 
     def _put(self, n: int) -> None:
         """Gives n permits back: a lowered bound's debt first, and never more
@@ -501,6 +573,111 @@ class Semaphore:
             self._cancel(waiter)
             raise
 
+    async def async_acquire(
+        self, blocking: bool = True, timeout: float | None = None, *, n: int = 1
+    ) -> bool:
+        """Acquire n permits (default 1) from an asyncio task: as acquire(),
+        but waiting suspends the task, not its thread, in the same FIFO queue
+        as threads.
+
+        Returns True, or False if the permits were not granted within timeout
+        seconds (or at once, with blocking false). An uncontended acquire
+        completes without suspending. Cancelled while it waits, the task
+        leaves the queue; cancelled after the grant but before it resumed, it
+        passes the permits on; either way it takes nothing and CancelledError
+        propagates. The arguments and errors are acquire()'s, raised when the
+        call is awaited.
+        """
+        return await self._async_acquire_into(None, blocking, timeout, n)
+
+    async def _async_acquire_into(
+        self, receipt: list[int] | None, blocking: bool = True, timeout: object = None, n: int = 1
+    ) -> bool:
+        # _acquire_into for a task: the same checks in the same order, the
+        # same critical section when the permits are free (no suspension),
+        # and the same queue when they are not, with a waiter of the task's
+        # kind; the count goes to receipt in the critical section that finds
+        # the permits granted.
+        n = _as_count(n)
+        deadline = None
+        if timeout is not None:
+            if not blocking:
+                raise ValueError("can't specify timeout for non-blocking acquire")
+            deadline = _deadline(timeout)
+        elif not blocking:
+            blocking = False
+        try:
+            tracker = self._tracker
+        except AttributeError:  # __init__ has not run
+            raise _not_initialised(self) from None
+        record = tracker.record(n) if tracker is not None else None
+        with self._lock():
+            self._check_request(n)
+            if self._closed:
+                raise SemaphoreClosed("the semaphore is closed")
+            if self._can_take_now(n):
+                self._count -= n
+                self._acquisitions += 1
+                waiter = None
+                if receipt is not None:
+                    receipt.append(n)
+            elif not blocking:
+                return False
+            else:
+                waiter = self._enqueue(_Waiter(n, _running_loop()))
+        if waiter is not None and not await self._async_wait(waiter, deadline, receipt):
+            return False
+        if record is not None:
+            tracker.records[next(tracker.keys)] = record  # type: ignore[union-attr]
+        return True
+
+    async def _async_wait(
+        self, waiter: _Waiter, deadline: float | None, receipt: list[int] | None
+    ) -> bool:
+        """_wait for a task: each round makes a fresh future in the task's
+        loop, looks under the mutex as _wait does after a sleep, and, if
+        nothing is decided, awaits the future, which wake() completes when a
+        release, close or resize signals the waiter, or when the deadline's
+        timer fires. The future is installed in the same critical section as
+        the look, so a signal after the look completes the very future the
+        task is about to await. An exception raised while it awaits
+        (CancelledError; GeneratorExit when the coroutine is closed) takes it
+        out of the queue, passing on any permits granted meanwhile: granted
+        but not yet resumed, the caller never saw them."""
+        loop = waiter.loop
+        try:
+            while True:
+                future = loop.create_future()
+                with self._lock():
+                    if self._was_dropped(waiter):
+                        self._rejoin(waiter)
+                    waiter.future = future
+                    competed, waiter.signalled = waiter.signalled, False
+                    if waiter.state != _WAITING or self._compete(waiter):
+                        self._finish(waiter)  # raises if turned away
+                        if receipt is not None:
+                            receipt.append(waiter.want)
+                        return True
+                    if deadline is not None:
+                        remaining = deadline - _monotonic()
+                        if remaining <= 0:
+                            self._time_out(waiter)
+                            return False
+                    if competed:
+                        self._mark_if_starving(waiter)
+                # A timer may fire a little early (asyncio runs those due
+                # within its clock's resolution): the look then finds time
+                # left and arms another.
+                timer = loop.call_later(remaining, waiter.wake) if deadline is not None else None
+                try:
+                    await future
+                finally:
+                    if timer is not None:
+                        timer.cancel()
+        except BaseException:
+            self._cancel(waiter)
+            raise
+
     # -- the steps of a wait (the caller holds the mutex, but in _cancel) --
 
     def _was_dropped(self, waiter: _Waiter) -> bool:
@@ -518,7 +695,7 @@ class Semaphore:
         elif self._can_take_now(waiter.want):
             self._grant(waiter)
         else:
-            waiter.__init__(waiter.want)  # type: ignore[misc]
+            waiter.__init__(waiter.want, waiter.loop)  # type: ignore[misc]
             self._enqueue(waiter)
             return True
         return False
@@ -557,6 +734,14 @@ class Semaphore:
             return True
         if state == _CLOSED:
             raise SemaphoreClosed("the semaphore is closed")
+        if state == _ABANDONED:
+            # Only if the loop was not closed after all (a loop whose
+            # call_soon_threadsafe refused for another reason) does the task
+            # ever look again.
+            raise RuntimeError(
+                "the grant could not be delivered to this task's event loop; "
+                "the permits were passed on"
+            )
         raise ValueError(  # _REJECTED: a lowered bound
             f"cannot acquire {waiter.want} permits from a semaphore bounded at {self._max_value}"
         )
@@ -571,7 +756,7 @@ class Semaphore:
                 self._ungrant(waiter)
             elif waiter.state == _WAITING and waiter in self._queue:
                 self._queue.remove(waiter)
-            if waiter.state != _DONE:
+            if waiter.state != _DONE and waiter.state != _ABANDONED:
                 waiter.state = _DONE
                 self._wait_stats().interrupts += 1
                 self._dispatch()
@@ -626,6 +811,14 @@ class Semaphore:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.release()
 
+    async def __aenter__(self) -> None:
+        # As asyncio.Semaphore's: `async with sem:` binds nothing. As __enter__,
+        # never an async_acquire() a subclass overrides.
+        await self._async_acquire_into(None)
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.release()
+
     def hold(
         self, timeout: float | None = None, *, n: int = 1
     ) -> AbstractContextManager[Semaphore]:
@@ -636,18 +829,30 @@ class Semaphore:
         """
         return Hold(self, timeout, n)
 
+    def async_hold(
+        self, timeout: float | None = None, *, n: int = 1
+    ) -> AbstractAsyncContextManager[Semaphore]:
+        """Return an async context manager that acquires n permits on entry,
+        or raises TimeoutError if they are not granted within timeout seconds
+        (None: wait as long as it takes), and releases them on exit, even
+        when the block raises: hold() for asyncio tasks.
+        """
+        return AsyncHold(self, timeout, n)
+
     def close(self) -> None:
-        """Close the semaphore: every thread waiting in acquire(), and every
-        later acquire, raises SemaphoreClosed at once. Permits already granted
-        stay granted, and release() still works, so that held permits can be
-        given back. Closing twice does nothing more.
+        """Close the semaphore: every thread waiting in acquire(), every task
+        waiting in async_acquire(), and every later acquire, raises
+        SemaphoreClosed at once. Permits already granted stay granted, and
+        release() still works, so that held permits can be given back.
+        Closing twice does nothing more.
         """
         with self._lock():
             self._closed = True
             while self._queue:
                 waiter = self._queue.popleft()
                 waiter.state = _CLOSED
-                waiter.signal()
+                if not waiter.signal():
+                    self._abandon(waiter)
 
     @property
     def closed(self) -> bool:
@@ -673,8 +878,9 @@ class Semaphore:
 
     def statistics(self) -> SemaphoreStatistics:
         """Return a SemaphoreStatistics snapshot: acquisitions, contended
-        acquisitions, timeouts, interrupts, threads waiting now and at most,
-        and the total, maximum and p50/p90/p99 wait times in seconds."""
+        acquisitions, timeouts, interrupts, threads and tasks waiting now and
+        at most, and the total, maximum and p50/p90/p99 wait times in
+        seconds."""
         with self._lock():
             stats = self._stats.copy() if self._stats is not None else _WaitStats()
             acquisitions, waiting = self._acquisitions, len(self._queue)
@@ -691,8 +897,8 @@ class Semaphore:
             self._stats = None
 
     def holders(self) -> list[Holder]:
-        """Return who holds permits now, as a list of Holder records (thread,
-        permits, where they were acquired). Needs track_holders=True."""
+        """Return who holds permits now, as a list of Holder records (thread or
+        task, permits, where they were acquired). Needs track_holders=True."""
         tracker = _state(self, "_tracker")
         if tracker is None:
             raise RuntimeError("holders() needs Semaphore(..., track_holders=True)")
@@ -715,7 +921,8 @@ class Semaphore:
 
     @property
     def waiting(self) -> int:
-        """Threads queued in acquire() now (a snapshot)."""
+        """Threads queued in acquire() and tasks in async_acquire() now (a
+        snapshot)."""
         # Without the mutex, as value. In a fork child that has not used the
         # semaphore yet, the queue is still the parent's: its threads do not
         # exist here, and _lock() drops them at the first use.
@@ -776,7 +983,8 @@ class BoundedSemaphore(Semaphore):
                 for waiter in [w for w in self._queue if w.want > bound]:
                     self._queue.remove(waiter)
                     waiter.state = _REJECTED
-                    waiter.signal()
+                    if not waiter.signal():
+                        self._abandon(waiter)
             self._dispatch()
 
     @property

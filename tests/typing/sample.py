@@ -58,6 +58,19 @@ with slots.slot(timeout=1.0) as slot_number:
 assert_type(slots.holders(), dict[int, list[int]])
 full_error: type[RuntimeError] = fastsem.CapacityError
 
+
+async def in_a_task() -> None:
+    assert_type(await sem.async_acquire(), bool)
+    assert_type(await sem.async_acquire(False), bool)
+    assert_type(await bounded.async_acquire(timeout=0.5, n=2), bool)
+    async with sem as entered_async:
+        assert_type(entered_async, None)
+    async with bounded.async_hold(timeout=1.0, n=2) as held_async:
+        assert_type(held_async, fastsem.Semaphore)
+    assert_type(tracked.holders()[0].task, Optional[str])
+    await sem.async_acquire(n=1.5)  # E: float is not a count
+
+
 sem.acquire(n=1.5)  # E: float is not a count
 sem.resize(3)  # E: only a BoundedSemaphore can be resized
 sem.value = 3  # E: read-only property
