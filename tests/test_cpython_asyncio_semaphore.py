@@ -17,12 +17,10 @@ permit or somebody queued; `_value` is fastsem's own (threading's name for
 the free permits). `_waiters` is asyncio's deque of the queued waiters'
 futures, which two tests read only to ask how many wait and whether a live
 one remains: the adapter answers from fastsem's one queue (`waiting`), with
-one stand-in per queued waiter, neither done nor cancelled. And
-`asyncio.sleep(0)` takes two turns of the loop instead of one: the tests
-use it to let woken tasks run, counting on asyncio's release(), which
-completes the waiter's future itself; a fastsem grant may reach its task
-through loop.call_soon_threadsafe (its way from any thread), one turn
-later. What the tests assert about who gets the permits is unchanged.
+one stand-in per queued waiter, neither done nor cancelled. Everything else
+is asyncio itself, including the turns of the loop the tests count with
+`asyncio.sleep(0)`: a grant made in the task's own loop's thread reaches
+the task as soon as asyncio's would.
 
 Left out (LEFT_OUT says why for each), where the semantics differ:
 - test_ctor_loop, test_ctor_noloop (3.9): the `loop=` argument and `_loop`
@@ -137,11 +135,6 @@ class _Asyncio:
     def __init__(self, module: Any) -> None:
         self.Semaphore = _asyncio_style(module.Semaphore)
         self.BoundedSemaphore = _asyncio_style(module.BoundedSemaphore)
-
-    async def sleep(self, delay: float, result: Any = None) -> Any:
-        if delay == 0:
-            await asyncio.sleep(0)  # one turn more: see the module docstring
-        return await asyncio.sleep(delay, result)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(asyncio, name)
