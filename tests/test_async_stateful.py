@@ -159,11 +159,14 @@ class TasksAndThreads(RuleBasedStateMachine):
             waiter = ThreadWaiter(self.sem, n, TIMEOUT * 6 if timeout is None else timeout)
         request = Request(waiter, n, kind)
         self.requests.append(request)
-        if model.closed:
-            request.expected = "closed"
-        elif model.can_take(n):
-            model.take(n)
-            request.expected = "granted"
+        if model.closed or model.can_take(n):
+            # Turned away or served at once: done without queueing.
+            if model.closed:
+                request.expected = "closed"
+            else:
+                model.take(n)
+                request.expected = "granted"
+            assert waiter.done.wait(TIMEOUT), f"a {kind} did not return"
         else:
             model.enqueue(request)
             if timeout is not None:

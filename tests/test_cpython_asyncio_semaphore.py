@@ -71,6 +71,12 @@ from conftest import IMPLEMENTATIONS  # noqa: E402
 
 TIMEOUT = 10.0
 
+# pytest-run-parallel calls a unittest coroutine method itself, without the
+# event loop IsolatedAsyncioTestCase runs it in: it would pass, never awaited.
+pytestmark = pytest.mark.thread_unsafe(
+    reason="IsolatedAsyncioTestCase's coroutine methods need the loop unittest runs them in"
+)
+
 LEFT_OUT = {
     "test_ctor_loop": "asyncio's loop= argument and _loop attribute (3.9)",
     "test_ctor_noloop": "asyncio's _loop attribute (3.9)",
