@@ -120,12 +120,12 @@ class _Queued:
 def _asyncio_style(cls: type) -> type:
     """cls behind asyncio.Semaphore's interface, under the same name."""
 
-    class Adapter(cls):  # type: ignore[misc, valid-type]
-        async def acquire(self) -> bool:  # type: ignore[override]
-            return await self.async_acquire()  # type: ignore[no-any-return]
+    class Adapter(cls):
+        async def acquire(self) -> bool:
+            return await self.async_acquire()
 
         def locked(self) -> bool:
-            return self.value == 0 or self.waiting > 0  # type: ignore[no-any-return]
+            return self.value == 0 or self.waiting > 0
 
         @property
         def _waiters(self) -> list[_Queued]:
