@@ -876,10 +876,13 @@ def test_a_closed_loop_grant_with_nobody_behind_goes_back(impl):
     sem = impl.BoundedSemaphore(1)
     sem.acquire()
     loop_b = LoopThread()
-    loop_b.submit(sem.async_acquire())
+    lost = loop_b.submit(sem.async_acquire())
     wait_until(lambda: sem.waiting == 1, what="the task to queue")
     loop_b.stop()
     sem.release()
+    assert sem.value == 1 and sem.waiting == 0
+    del lost  # collected now, while the test's log capture sees asyncio's complaint
+    gc.collect()
     assert sem.value == 1 and sem.waiting == 0
     assert sem.acquire(timeout=0) is True
 

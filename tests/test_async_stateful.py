@@ -3,13 +3,14 @@
 The state machine mixes tasks of two event loops, each running in a helper
 thread, with plain threads: blocking and timed acquires of both kinds,
 non-blocking attempts from a thread and from a task, releases from a thread
-and from a task, cancellations of queued tasks (alone, and in the same step of
-their loop as a release that may grant them first), close(). The model is
-fair mode reduced to its rule: one FIFO queue, a release grants the oldest
-requests that fit, in order, and a request that leaves the queue (cancelled,
-timed out) lets the ones behind it through. After every step the semaphore's
-value, its queue length, every waiter's outcome and the statistics' counters
-must be the model's, for each implementation on its own.
+and from a task, cancellations of queued tasks (alone, and in the same step
+of their loop as a release that may, or surely does, grant them first),
+close(). The model is fair mode reduced to its rule: one FIFO queue, a
+release grants the oldest requests that fit, in order, and a request that
+leaves the queue (cancelled, timed out) lets the ones behind it through.
+After every step the semaphore's value, its queue length, every waiter's
+outcome and the statistics' counters must be the model's, for each
+implementation on its own.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from test_async import LoopThread
 
 from fastsem import SemaphoreClosed
+
+pytestmark = pytest.mark.thread_unsafe(
+    reason="each example starts two loops and several threads: copies add only load"
+)
 
 TIMEOUT = 10.0
 MAX_WAITERS = 6
@@ -393,7 +398,3 @@ for _name in ("c", "python"):
     _machine.TestCase.settings = _settings
     globals()[f"Test{_name.capitalize()}TasksAndThreads"] = _machine.TestCase
 del _name, _machine
-
-pytestmark = pytest.mark.thread_unsafe(
-    reason="each example starts two loops and several threads: copies add only load"
-)
