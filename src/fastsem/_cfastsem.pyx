@@ -98,6 +98,39 @@ def _histogram_bucket(waited_ns):
     return fs_histogram_bucket(waited_ns)
 
 
+# How many runs _complete() gives a step that keeps raising. Each run takes
+# microseconds: a step cut short this many times in a row is not being
+# interrupted but failing (a RecursionError near the limit), and must not
+# loop for ever.
+cdef int COMPLETE_RUNS = 16
+
+
+def _complete(step, *args):
+    # Runs step(*args) again each time an exception cuts it short, until a
+    # run returns, then raises the last such exception, if any. The pool's
+    # handlers that undo an interrupted acquire or complete an interrupted
+    # release run through this: a second exception (a signal storm lands two
+    # Ctrl-Cs microseconds apart) could otherwise cut a handler short in turn
+    # and leave a place taken for good. The loop is compiled, so no signal
+    # handler runs between the handler and the first run, nor between runs;
+    # inside a run one may (on its first instruction too), which is why the
+    # steps are idempotent: each undoes or completes what it finds.
+    cdef int runs = 0
+    cdef object last = None
+    while True:
+        try:
+            step(*args)
+        except BaseException as exc:
+            last = exc
+            runs += 1
+            if runs < COMPLETE_RUNS:
+                continue
+            raise
+        break
+    if last is not None:
+        raise last
+
+
 include "_convert.pxi"
 
 

@@ -189,6 +189,34 @@ def _mutex() -> Any:
     return c_module.BoundedSemaphore(1, fair=False)
 
 
+def _complete_in_python(step: Callable[..., object], *args: Any) -> None:
+    """The pure-Python install's _complete() (see _cfastsem's): the same
+    runs, at most 16, but in Python code, where an exception can still
+    escape the handler on this function's first instruction or at its
+    loop's back edge."""
+    runs = 0
+    last: BaseException | None = None
+    while True:
+        try:
+            step(*args)
+        except BaseException as exc:
+            last = exc
+            runs += 1
+            if runs < 16:
+                continue
+            raise
+        break
+    if last is not None:
+        raise last
+
+
+# Runs a handler's step (an undo, a return's completion) to its end, even
+# when another exception cuts it short: step(*args) again until one run
+# returns, then the last exception is raised, if any. Compiled, it leaves no
+# point between the handler and the step where a signal handler could run.
+_complete: Callable[..., None] = _complete_in_python if c_module is None else c_module._complete
+
+
 def _seconds(value: object, what: str, *, positive: bool) -> float | None:
     if value is None:
         return None
@@ -418,6 +446,20 @@ class ResourcePool(Generic[T]):
     # (a slot's presence in the idle stack, the in-use map or _live says
     # where it is); each public method ends in one handler that undoes (an
     # acquire) or completes (a release or discard) from what it finds.
+    #
+    # A second exception may land in that handler (a signal storm lands two
+    # Ctrl-Cs microseconds apart): the handler's step (_undo,
+    # _finish_return, a lease's _give_back_unentered) runs through
+    # _complete(), which runs it again until one run gets to the end; the
+    # steps are idempotent for that.
+    #
+    # And no loop runs directly inside a with block of the lock: CPython's
+    # compiler may leave a copy of a loop's back edge outside the with
+    # statement's entry in the exception table, and 3.13 runs signal
+    # handlers at a back edge before it jumps, so a Ctrl-C there would leave
+    # the block without releasing the lock. Such loops are methods of their
+    # own (_undo_slots, _take_leaks, _trim_idle), called with the lock held;
+    # tests/test_hardening.py checks the compiled code for such gaps.
 
     def acquire(self, timeout: float | _Default | None = _DEFAULT) -> T:
         """acquire(timeout=<the pool's timeout>)
@@ -467,7 +509,7 @@ class ResourcePool(Generic[T]):
                 self._report_leaks(monotonic())
             return slot.resource
         except BaseException:
-            self._undo(place, slot, checkout)
+            _complete(self._undo, place, slot, checkout)
             raise
 
     async def async_acquire(self, timeout: float | _Default | None = _DEFAULT) -> T:
@@ -624,30 +666,39 @@ class ResourcePool(Generic[T]):
                     to_drop.append(checkout.dropping)
                 fresh = checkout.fresh
                 if fresh is None and checkout.made is not None:
-                    fresh = _Slot(checkout.made, 0.0)
+                    # Kept: a second run of this undo must find the slot that
+                    # says whether the resource was closed already.
+                    fresh = checkout.fresh = _Slot(checkout.made, 0.0)
                 if fresh is not None and fresh.key not in self._live:
                     to_drop.append(fresh)  # made, never placed: closed, not counted
                 if checkout.making:
                     checkout.making = False  # factory() raised, or had not been placed
                     self._size -= 1
                     self._notify()
-            for held in (slot,) if checkout is None else (slot, checkout.popped, checkout.fresh):
-                if held is None:
-                    continue
-                if self._in_use.get(held.key) is held:
-                    # Handed out, but the caller never got it.
-                    del self._in_use[held.key]
-                    self._unreported.pop(held.key, None)
-                    self._acquired -= 1
-                    self._put_back(held, to_drop)
-                elif self._is_loose(held):
-                    if checkout is not None and held is checkout.popped and self._check:
-                        to_drop.append(held)
-                    else:
-                        self._put_back(held, to_drop)
+            self._undo_slots(slot, checkout, to_drop)
         self._drop_all(to_drop)
         if place:
             self._sem._release_from(place)
+
+    def _undo_slots(
+        self, slot: _Slot[T] | None, checkout: _Checkout[T] | None, to_drop: list[_Slot[T]]
+    ) -> None:
+        # With the lock held: _undo()'s loop, in a function of its own (no
+        # loop inside a with block of the lock: see "Exception safety").
+        for held in (slot,) if checkout is None else (slot, checkout.popped, checkout.fresh):
+            if held is None:
+                continue
+            if self._in_use.get(held.key) is held:
+                # Handed out, but the caller never got it.
+                del self._in_use[held.key]
+                self._unreported.pop(held.key, None)
+                self._acquired -= 1
+                self._put_back(held, to_drop)
+            elif self._is_loose(held):
+                if checkout is not None and held is checkout.popped and self._check:
+                    to_drop.append(held)
+                else:
+                    self._put_back(held, to_drop)
 
     def _is_loose(self, slot: _Slot[T]) -> bool:
         # With the lock held: alive, but neither idle nor checked out (in
@@ -927,7 +978,7 @@ class ResourcePool(Generic[T]):
                 self._return(found, place)
         except BaseException:
             if taken is not None:
-                self._finish_return(taken, place)
+                _complete(self._finish_return, taken, place)
             elif not looked:
                 self._give_back(resource, lease, discard=discard)  # interrupted before it looked
             raise
@@ -1044,7 +1095,7 @@ class ResourcePool(Generic[T]):
                     self._idle.append(made)
                     self._notify()
             except BaseException as exc:
-                self._undo([], None, checkout)
+                _complete(self._undo, [], None, checkout)
                 if isinstance(exc, PoolClosed):
                     return
                 if raise_errors or not isinstance(exc, Exception):
@@ -1100,12 +1151,7 @@ class ResourcePool(Generic[T]):
                 key = id(returning.resource)
                 if unreported.pop(key, None) is not None and now - returning.acquired_at > limit:
                     found.append((returning, now - returning.acquired_at))
-            while unreported:
-                slot = next(iter(unreported.values()))
-                if now - slot.acquired_at <= limit:
-                    break
-                del unreported[id(slot.resource)]
-                found.append((slot, now - slot.acquired_at))
+            self._take_leaks(now, limit, found)
             self._leaks += len(found)
         for slot, held in found:
             stack = "".join(slot.stack.format()) if slot.stack is not None else "(unknown)\n"
@@ -1118,6 +1164,18 @@ class ResourcePool(Generic[T]):
                 limit,
                 stack.rstrip("\n"),
             )
+
+    def _take_leaks(self, now: float, limit: float, found: list[tuple[_Slot[T], float]]) -> None:
+        # With the lock held: moves the checkouts older than limit from
+        # _unreported to found, oldest first (a loop of its own: see
+        # "Exception safety").
+        unreported = self._unreported
+        while unreported:
+            slot = next(iter(unreported.values()))
+            if now - slot.acquired_at <= limit:
+                break
+            del unreported[id(slot.resource)]
+            found.append((slot, now - slot.acquired_at))
 
     # -- resize, stats, close --
 
@@ -1154,15 +1212,21 @@ class ResourcePool(Generic[T]):
                     raise
         try:
             with self._lock:
-                idle = self._idle
-                while self._size - len(trimmed) > self._max_size and idle:
-                    slot = idle[0]
-                    del idle[0]
-                    trimmed.append(slot)
+                self._trim_idle(trimmed)
                 self._notify()
         finally:
             self._drop_all(trimmed)
         self._top_up(raise_errors=True)
+
+    def _trim_idle(self, trimmed: list[_Slot[T]]) -> None:
+        # With the lock held: takes idle resources, those idle the longest
+        # first, into trimmed until the rest fit max_size (a loop of its
+        # own: see "Exception safety").
+        idle = self._idle
+        while self._size - len(trimmed) > self._max_size and idle:
+            slot = idle[0]
+            del idle[0]
+            trimmed.append(slot)
 
     def stats(self) -> PoolStats:
         """Return a snapshot of the pool, a PoolStats (a frozen dataclass):
@@ -1287,12 +1351,27 @@ class _Lease(_LeaseState[T]):
             # A dict read is atomic, also on free-threaded builds.
             slot = pool._in_use.get(id(resource))
         except BaseException:
-            pool.release(resource)  # a Ctrl-C right here: the block never runs
+            # A Ctrl-C right here: the block never runs, the resource goes
+            # back (to the end, even if another exception cuts that short).
+            _complete(self._give_back_unentered, resource, [])
             raise
         if slot is not None:
             self._checkout = slot.checkouts
         self._slot = slot
         return resource
+
+    def _give_back_unentered(self, resource: T, noted: list[tuple[_Slot[T], int]]) -> None:
+        # Idempotent: the checkout is noted (one list append) before it is
+        # given back, so a second run gives back that checkout or nothing,
+        # never a later one of the same resource by another thread.
+        pool = self._pool
+        if not noted:
+            with pool._lock:
+                slot = pool._in_use.get(id(resource))
+                if slot is None:
+                    return
+                noted.append((slot, slot.checkouts))
+        pool._give_back(resource, noted[0])
 
     def __exit__(
         self,
