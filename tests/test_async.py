@@ -30,13 +30,29 @@ TIMEOUT = 10.0
 
 
 def run(body: Callable[[], Any]) -> Any:
-    """Runs the coroutine function body on a new event loop in this thread;
-    fails, instead of hanging, if it takes longer than TIMEOUT."""
+    """Runs the coroutine function body on a new event loop ("loop A") in a
+    thread of its own, watched from this one: a test fails after TIMEOUT
+    instead of hanging, even if its loop's thread is stuck in a wait that
+    blocks it (which no timeout inside the loop could end)."""
+    outcome: list[tuple[bool, Any]] = []
 
     async def bounded() -> Any:
         return await asyncio.wait_for(body(), TIMEOUT)
 
-    return asyncio.run(bounded())
+    def main() -> None:
+        try:
+            outcome.append((True, asyncio.run(bounded())))
+        except BaseException as exc:  # raised again in the test's thread
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=main, name="loop-a", daemon=True)
+    thread.start()
+    thread.join(TIMEOUT + 5)
+    assert not thread.is_alive(), "the test's event loop is stuck"
+    returned, value = outcome[0]
+    if not returned:
+        raise value
+    return value
 
 
 async def until(predicate: Callable[[], bool], what: str = "condition") -> None:
