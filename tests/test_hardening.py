@@ -226,6 +226,11 @@ def escaping_check_points(code: types.CodeType) -> list[str]:
     return found
 
 
+@pytest.mark.skipif(
+    sys.version_info < (3, 11),
+    reason="exception tables (dis.Bytecode.exception_entries) came with CPython 3.11; "
+    "3.9 and 3.10 also run signal handlers where no handler can guard (see the storm test)",
+)
 def test_no_signal_can_skip_a_with_or_try_handler_of_the_pool(impl):
     escaping = [point for code in POOL_CODE for point in escaping_check_points(code)]
     assert sorted(escaping) == []
