@@ -290,6 +290,10 @@ class Run:
     goals: list[GoalResult]
     total_seconds: float
     noise: dict[str, float | None]
+    # What any thread-to-task handoff costs here at least: a thread resolves
+    # a waiting task's future through loop.call_soon_threadsafe, which must
+    # wake the loop's thread from its poll, and the task resumes.
+    floor: OneWay | None = None
 
 
 # --------------------------------------------------------------------------
@@ -446,6 +450,40 @@ async def _thread_handoff(peer: Peer, rounds: int) -> tuple[array[int], array[in
 def _one_way(samples: array[int]) -> OneWay:
     ordered = sorted(samples)
     return OneWay(float(_percentile(ordered, 50)), float(_percentile(ordered, 99)), len(ordered))
+
+
+async def _wake_floor(rounds: int) -> array[int]:
+    """The floor of a thread-to-task handoff: a thread resolves the task's
+    future with loop.call_soon_threadsafe, and the task resumes (ns, each
+    round trip's thread-to-task half). The thread is sent on by a plain lock,
+    which no semaphore's waiting adds to."""
+    loop = asyncio.get_running_loop()
+    go = threading.Lock()
+    go.acquire()
+    box: list[Any] = [None, 0]
+    clock = time.perf_counter_ns
+    total = THREAD_WARMUP + rounds
+    samples = array("q", [0]) * total
+
+    def thread_side() -> None:
+        for _ in range(total):
+            if not go.acquire(timeout=PATIENCE):
+                return
+            future = box[0]
+            box[1] = clock()
+            loop.call_soon_threadsafe(future.set_result, None)
+
+    thread = threading.Thread(target=thread_side, daemon=True)
+    thread.start()
+    try:
+        for i in range(total):
+            box[0] = loop.create_future()
+            go.release()
+            await asyncio.wait_for(box[0], PATIENCE)
+            samples[i] = clock() - box[1]
+    finally:
+        thread.join(PATIENCE)
+    return samples[THREAD_WARMUP:]
 
 
 def measure_thread_handoff(
@@ -709,7 +747,7 @@ def run(plan: Plan, progress: Say = None) -> Run:
     found, skipped = peers()
     rows = [Row(p.name, p.header) for p in found]
     crossing = [p for p in found if p.thread_acquire is not None]
-    total = 2 + plan.thread_repeats * len(crossing) + 2 * len(crossing)
+    total = 3 + plan.thread_repeats * len(crossing) + 2 * len(crossing)
     done = [0]
     t0 = time.perf_counter()
     noise = Noise()
@@ -730,6 +768,11 @@ def run(plan: Plan, progress: Say = None) -> Run:
             row.task_handoff = h
         for row, th in zip(rows, measure_thread_handoff(loop, found, plan, say)):
             row.thread_handoff = th
+        say("the floor: a task woken by call_soon_threadsafe")
+        floor = array("q")
+        for _ in range(plan.thread_repeats):
+            floor.extend(loop.run_until_complete(_wake_floor(plan.thread_rounds)))
+        wake_floor = _one_way(floor)
         for p, row in zip(found, rows):
             if p.thread_acquire is None:
                 continue
@@ -750,6 +793,7 @@ def run(plan: Plan, progress: Say = None) -> Run:
         goals=judge(rows),
         total_seconds=time.perf_counter() - t0,
         noise=noise.read(),
+        floor=wake_floor,
     )
 
 
@@ -876,6 +920,16 @@ def footnote(run: Run) -> str:
             "thread-to-task / task-to-thread: the same ping-pong between a task and a "
             "thread, each handoff timed from the release to the other side's return, "
             f"median and p99 of {p.thread_repeats} x {p.thread_rounds:,} handoffs.",
+            *(
+                []
+                if run.floor is None
+                else [
+                    "the floor of a thread-to-task handoff here (no semaphore: a thread "
+                    "resolves a task's future with loop.call_soon_threadsafe, which wakes "
+                    f"the loop's thread): median {run.floor.ns / 1e3:.1f} us, p99 "
+                    f"{run.floor.p99_ns / 1e3:.1f} us."
+                ]
+            ),
             f"{CONTENDED}: tasks hold across one pass of the loop, threads spin "
             f"{p.hold_ns / 1e3:g} us; {p.contended_seconds:g} s measured after "
             f"{p.warmup:g} s; Jain's index of all {TASKS + THREADS} workers' grants, "
