@@ -744,6 +744,52 @@ def test_a_timeout_returns_false(impl):
     run(body)
 
 
+class Interrupted(Exception):
+    """Stands for a signal handler's exception (a Ctrl-C)."""
+
+
+def test_an_exception_in_the_timers_cancel_strands_no_permit(impl):
+    """A timed wait cancels its timer when it wakes; an exception raised in
+    that Python call (a signal handler runs there) must find the grant still
+    the waiter's to pass on, never taken and lost."""
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        schedule = loop.call_later
+        raised: list[bool] = []
+
+        class Handle:
+            def __init__(self, handle: asyncio.TimerHandle) -> None:
+                self.handle = handle
+
+            def cancel(self) -> None:
+                self.handle.cancel()
+                if not raised:
+                    raised.append(True)
+                    raise Interrupted("inside TimerHandle.cancel()")
+
+        def call_later(delay: float, callback: Any, *args: Any) -> Any:
+            handle = schedule(delay, callback, *args)
+            owner = type(getattr(callback, "__self__", None)).__module__
+            return Handle(handle) if owner.startswith("fastsem.") else handle  # the waiter's
+
+        loop.call_later = call_later  # type: ignore[method-assign]
+        try:
+            sem = impl.Semaphore(0)
+            waiter = asyncio.ensure_future(sem.async_acquire(timeout=TIMEOUT))
+            await until(lambda: sem.waiting == 1, "the waiter to queue")
+        finally:
+            del loop.call_later  # type: ignore[method-assign]
+        sem.release()  # granted; the task has not resumed yet
+        with pytest.raises(Interrupted):
+            await waiter
+        assert raised
+        # The grant went back: nobody holds it, nobody waits.
+        assert sem.value == 1 and sem.waiting == 0
+
+    run(body)
+
+
 def test_a_grant_before_the_deadline_returns_true(impl):
     async def body() -> None:
         sem = impl.Semaphore(0)

@@ -852,12 +852,20 @@ async def _async_acquire(Semaphore self, object blocking, object timeout, object
             try:
                 while True:
                     if not waiter.woken:
-                        if deadline != FS_FOREVER and waiter.timer is None:
+                        if deadline != FS_FOREVER:
                             waiter.timer = loop.call_later(
                                 max(deadline - fs_now(), 0) / 1e9, waiter._time_out)
                         waiter.future = _new_future(loop)
                         await waiter.future
                         waiter.future = None
+                        # Cancelled now, while the node is still queued: an
+                        # exception in this Python call is the except's to
+                        # handle. Between the poll that finishes the wait and
+                        # the return, only compiled code runs (no signal
+                        # handler can strand the permits there).
+                        if waiter.timer is not None:
+                            waiter.timer.cancel()
+                            waiter.timer = None
                     waiter.woken = False
                     rc = fs_sem_poll(&self._sem, &waiter.node, deadline)
                     if rc == FS_IN_FLIGHT:
@@ -869,14 +877,13 @@ async def _async_acquire(Semaphore self, object blocking, object timeout, object
             except BaseException:
                 # Cancelled (or the coroutine closed): leave the queue, passing
                 # on a grant that came meanwhile. The core may wait here for a
-                # notifier, which may need the GIL.
+                # notifier, which may need the GIL. Then the timer; if that
+                # raises, the node is out already.
                 with nogil:
                     fs_sem_cancel(&self._sem, &waiter.node)
-                raise
-            finally:
                 if waiter.timer is not None:
                     waiter.timer.cancel()
-                    waiter.timer = None
+                raise
     if rc != FS_OK:
         if rc == FS_WOULD_BLOCK or rc == FS_TIMEOUT:
             return False
