@@ -756,6 +756,18 @@ def switches(pid):
     return total
 
 
+def asleep_for(pid, looks):
+    """Whether every thread of the process is asleep ('S') at `looks` looks
+    in a row, 1 ms apart: blocked, not merely waiting for a CPU."""
+    for _ in range(looks):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/stat") as f:
+                if f.read().rpartition(")")[2].split()[0] != "S":
+                    return False
+        time.sleep(0.001)
+    return True
+
+
 def test_non_fair_starvation_is_bounded(children):
     """Non-fair: a waiter of another process, queued for more than a
     millisecond, that loses one competition to a barger gets the next
@@ -772,7 +784,10 @@ def test_non_fair_starvation_is_bounded(children):
         pytest.skip("the waiter won the race this time")
     wait_until(lambda: switches(waiter.pid) > before and not stopped(waiter.pid))
     wait_until(lambda: sem.waiting == 1)
-    time.sleep(0.05)  # it has looked, lost, and gone back to sleep
+    # It has looked, lost, and gone back to sleep: asleep at 10 looks in a
+    # row, 1 ms apart (a sleep of fixed length lost that race on a loaded
+    # machine, where the woken waiter had not yet run).
+    wait_until(lambda: asleep_for(waiter.pid, looks=10))
     sem.release()  # now handed to the starving waiter:
     assert sem.acquire(False) is False
     wait_until(lambda: list(log) == [1, 1])
