@@ -782,12 +782,15 @@ def test_non_fair_starvation_is_bounded(children):
     sem.release()  # wakes the waiter to compete...
     if not sem.acquire(False):  # ...and this barges in first (almost always)
         pytest.skip("the waiter won the race this time")
-    wait_until(lambda: switches(waiter.pid) > before and not stopped(waiter.pid))
-    wait_until(lambda: sem.waiting == 1)
+    wait_until(
+        lambda: switches(waiter.pid) > before and not stopped(waiter.pid),
+        what="the waiter to wake, compete and lose",
+    )
+    wait_until(lambda: sem.waiting == 1, what="the waiter queued again")
     # It has looked, lost, and gone back to sleep: asleep at 10 looks in a
     # row, 1 ms apart (a sleep of fixed length lost that race on a loaded
     # machine, where the woken waiter had not yet run).
-    wait_until(lambda: asleep_for(waiter.pid, looks=10))
+    wait_until(lambda: asleep_for(waiter.pid, looks=10), what="the waiter asleep again")
     sem.release()  # now handed to the starving waiter:
     assert sem.acquire(False) is False
     wait_until(lambda: list(log) == [1, 1])
