@@ -573,26 +573,7 @@ class ResourcePool(Generic[T]):
     ) -> float | None:
         """_wait_for_place() for a task: queues for a permit in the
         semaphore's one FIFO, through its _async_acquire_into()."""
-        if timeout is _DEFAULT:
-            timeout = self._timeout
-        if timeout is not None and timeout <= 0:
-            with self._lock:
-                self._timeouts += 1
-            raise PoolTimeout(f"no resource free in pool {self._name!r}")
-        deadline = None if timeout is None else monotonic() + timeout
-        token = id(place)
-        counted = self._max_waiting is not None
-        if counted:
-            with self._lock:
-                if self._closed:
-                    raise PoolClosed(f"pool {self._name!r} is closed")
-                if len(self._waiters) >= self._max_waiting:  # type: ignore[operator]
-                    self._too_busy += 1
-                    raise PoolTooBusy(
-                        f"{len(self._waiters)} callers already wait for pool {self._name!r}"
-                        f" (max_waiting={self._max_waiting})"
-                    )
-                self._waiters.add(token)
+        timeout, deadline, counted = self._join_waiters(timeout, place)
         try:
             await self._sem._async_acquire_into(place, True, timeout)
         except SemaphoreClosed:
@@ -600,12 +581,8 @@ class ResourcePool(Generic[T]):
         finally:
             if counted:
                 with self._lock:
-                    self._waiters.discard(token)
-        if not place:
-            with self._lock:
-                self._timeouts += 1
-            raise PoolTimeout(f"no resource free in pool {self._name!r} within {timeout} s")
-        return deadline
+                    self._waiters.discard(id(place))
+        return self._placed_by(timeout, deadline, place)
 
     async def _async_checkout(
         self, checkout: _Checkout[T], timeout: float | _Default | None, deadline: float | None
@@ -718,10 +695,14 @@ class ResourcePool(Generic[T]):
             self._idle.append(slot)
             self._notify()
 
-    def _wait_for_place(self, timeout: float | _Default | None, place: list[int]) -> float | None:
-        """Queues for a permit (the fast attempt failed); place is filled in
-        when it is granted. Returns the deadline (None for no limit) or
-        raises."""
+    def _join_waiters(
+        self, timeout: float | _Default | None, place: list[int]
+    ) -> tuple[float | None, float | None, bool]:
+        """Before a wait for a place (a thread's or a task's): the timeout
+        resolved, refused at once if not positive, and with max_waiting the
+        caller counted among the waiters under id(place). Returns the
+        timeout, the deadline it sets (None for no limit) and whether the
+        caller was counted."""
         if timeout is _DEFAULT:
             timeout = self._timeout
         if timeout is not None and timeout <= 0:
@@ -729,7 +710,6 @@ class ResourcePool(Generic[T]):
                 self._timeouts += 1
             raise PoolTimeout(f"no resource free in pool {self._name!r}")
         deadline = None if timeout is None else monotonic() + timeout
-        token = id(place)
         counted = self._max_waiting is not None
         if counted:
             with self._lock:
@@ -741,7 +721,25 @@ class ResourcePool(Generic[T]):
                         f"{len(self._waiters)} callers already wait for pool {self._name!r}"
                         f" (max_waiting={self._max_waiting})"
                     )
-                self._waiters.add(token)
+                self._waiters.add(id(place))
+        return timeout, deadline, counted
+
+    def _placed_by(
+        self, timeout: float | None, deadline: float | None, place: list[int]
+    ) -> float | None:
+        """After a wait for a place: PoolTimeout if none came, else the
+        deadline, for the rest of the acquire."""
+        if not place:
+            with self._lock:
+                self._timeouts += 1
+            raise PoolTimeout(f"no resource free in pool {self._name!r} within {timeout} s")
+        return deadline
+
+    def _wait_for_place(self, timeout: float | _Default | None, place: list[int]) -> float | None:
+        """Queues for a permit (the fast attempt failed); place is filled in
+        when it is granted. Returns the deadline (None for no limit) or
+        raises."""
+        timeout, deadline, counted = self._join_waiters(timeout, place)
         try:
             self._sem._acquire_into(place, True, timeout)
         except SemaphoreClosed:
@@ -749,12 +747,8 @@ class ResourcePool(Generic[T]):
         finally:
             if counted:
                 with self._lock:
-                    self._waiters.discard(token)
-        if not place:
-            with self._lock:
-                self._timeouts += 1
-            raise PoolTimeout(f"no resource free in pool {self._name!r} within {timeout} s")
-        return deadline
+                    self._waiters.discard(id(place))
+        return self._placed_by(timeout, deadline, place)
 
     def _checkout(
         self, checkout: _Checkout[T], timeout: float | _Default | None, deadline: float | None
