@@ -885,26 +885,18 @@ def footnote(run: Run) -> str:
 
 
 def warnings(run: Run) -> list[str]:
-    found = report.run_notes(run.skipped, run.noise)
-    for r in run.contenders:
-        if r.contended is not None and r.contended.max_holders > VALUE:
-            found.append(
-                f"WARNING: {r.name}: {r.contended.max_holders} held a permit at once, "
-                f"of a semaphore of value {VALUE}"
-            )
-    return found
+    """What went wrong while measuring (there should be nothing)."""
+    return [
+        f"WARNING: {r.name}: {r.contended.max_holders} held a permit at once, "
+        f"of a semaphore of value {VALUE}"
+        for r in run.contenders
+        if r.contended is not None and r.contended.max_holders > VALUE
+    ]
 
 
 def render(run: Run) -> str:
-    return report.page(
-        headline(run),
-        report.format_table(
-            report.column_headers([r.header for r in run.contenders]), table_lines(run)
-        ),
-        footnote(run),
-        report.goal_lines(run.goals, "what (fastsem: the compiled Semaphore, fair mode)"),
-        notes=warnings(run),
-    )
+    what = "what (fastsem: the compiled Semaphore, fair mode)"
+    return report.render(run, headline(run), table_lines(run), footnote(run), what, warnings(run))
 
 
 # --------------------------------------------------------------------------

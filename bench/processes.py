@@ -950,7 +950,8 @@ def footnote(run: Run) -> str:
 
 
 def warnings(run: Run) -> list[str]:
-    found = report.run_notes(run.skipped, run.noise)
+    """What went wrong while measuring (there should be nothing)."""
+    found = []
     for r in run.contenders:
         for key, c in r.contended.items():
             if c.exclusion_violations:
@@ -962,15 +963,8 @@ def warnings(run: Run) -> list[str]:
 
 
 def render(run: Run) -> str:
-    return report.page(
-        headline(run),
-        report.format_table(
-            report.column_headers([r.header for r in run.contenders]), table_lines(run)
-        ),
-        footnote(run),
-        report.goal_lines(run.goals, "what (fastsem: ProcessSemaphore, fair mode)"),
-        notes=warnings(run),
-    )
+    what = "what (fastsem: ProcessSemaphore, fair mode)"
+    return report.render(run, headline(run), table_lines(run), footnote(run), what, warnings(run))
 
 
 # --------------------------------------------------------------------------

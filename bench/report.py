@@ -9,7 +9,7 @@ measure; this module is what they do alike:
 - ``main``: the command line (``--quick``, ``--json FILE``, and ``--smoke``
   for the tests), progress on stderr, exit status 130 on Ctrl-C;
 - ``steps``: the progress lines, "[step/total] seconds  what";
-- ``format_table`` and ``column_headers``: the table's layout;
+- ``render``: the page, ``format_table`` and ``column_headers``: the table;
 - ``ns``, ``us``, ``ms``, ``fixed``, ``times``: how a cell shows a figure;
 - ``GoalResult``, ``goal_lines``, ``amount``, ``verdict``: how a goal reads;
 - ``Noise`` and ``run_notes``: the notes every run may carry (peers left
@@ -28,12 +28,15 @@ import math
 import os
 import sys
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 PlanT = TypeVar("PlanT")
-RunT = TypeVar("RunT")
+RunT = TypeVar("RunT", bound="DataclassInstance")
 Say = Optional[Callable[[str], None]]
 
 NOISE_SHARE = 0.05  # of the machine's CPU time: more from other processes is noted
@@ -75,7 +78,7 @@ def main(
         return 130
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(dataclasses.asdict(result), f, indent=2)  # type: ignore[call-overload]
+            json.dump(dataclasses.asdict(result), f, indent=2)
             f.write("\n")
     print(render(result))
     return 0
@@ -178,9 +181,39 @@ def column_headers(headings: list[str]) -> list[list[str]]:
     return [["", *(s[0] for s in split)], ["", *(s[1] if len(s) > 1 else "" for s in split)]]
 
 
-def page(*sections: str, notes: list[str]) -> str:
-    """The sections a blank line apart, then the notes, if any, one a line."""
-    return "\n\n".join([*sections, *(["\n".join(notes)] if notes else [])])
+class Column(Protocol):
+    @property
+    def header(self) -> str: ...  # the column's heading, "first line\nsecond line"
+
+
+class Shown(Protocol):
+    """What render() reads of a script's Run."""
+
+    @property
+    def contenders(self) -> Sequence[Column]: ...
+    @property
+    def goals(self) -> Sequence[GoalResult]: ...
+    @property
+    def skipped(self) -> Mapping[str, str]: ...  # peer: why it is not in the run
+    @property
+    def noise(self) -> Mapping[str, Any]: ...  # Noise.read()
+
+
+def render(
+    run: Shown, headline: str, table: list[list[str]], footnote: str, what: str, warnings: list[str]
+) -> str:
+    """The page of a run: the headline; the table's rows under a column per
+    contender; the footnote; the goals (`what` heads the column of what each
+    says); then the notes of run_notes() and `warnings`, if any."""
+    notes = [*run_notes(run.skipped, run.noise), *warnings]
+    sections = [
+        headline,
+        format_table(column_headers([c.header for c in run.contenders]), table),
+        footnote,
+        goal_lines(run.goals, what),
+        *(["\n".join(notes)] if notes else []),
+    ]
+    return "\n\n".join(sections)
 
 
 # --------------------------------------------------------------------------
@@ -218,7 +251,7 @@ def verdict(met: bool | None) -> str:
     return "not measured" if met is None else "met" if met else "NOT MET"
 
 
-def goal_lines(goals: list[GoalResult], what: str) -> str:
+def goal_lines(goals: Sequence[GoalResult], what: str) -> str:
     """The goals as a table (`what` heads the column of what each says),
     then how many of those measured are met."""
     rows = [
