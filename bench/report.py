@@ -235,16 +235,19 @@ class GoalResult:
 
 def amount(x: float, unit: str) -> str:
     """A goal's value or target in its unit: "index" (3 decimals), "count",
-    "s" (seconds), "fraction" (a percentage), or else a ratio ("0.25x")."""
+    "fraction" (a percentage), "s" or "ns" (shown in seconds), or else a
+    ratio ("0.25x")."""
     if unit == "index":
         return f"{x:.3f}"
     if unit == "count":
         return f"{x:,.0f}"
+    if unit == "fraction":
+        return f"{x:.0%}" if x >= 0.1 else f"{x:.1%}"
+    if unit == "ns":
+        x, unit = x / 1e9, "s"
     if unit == "s":
         return f"{x:.3g} s"
-    if unit == "fraction":
-        return f"{x:.0%}"
-    return f"{x:.3g}x"
+    return f"{x:.3g}x" if x < 100 else f"{x:.0f}x"
 
 
 def verdict(met: bool | None) -> str:
