@@ -16,7 +16,7 @@ measure; this module is what they do alike:
   out, other processes' load on the machine);
 - ``percentile`` and ``ratio``: the arithmetic the figures share.
 
-bench/goals.py prints its verdicts with the same table and the same words.
+bench/goals.py prints its verdicts with the same table, units and words.
 """
 
 from __future__ import annotations
