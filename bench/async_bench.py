@@ -51,20 +51,20 @@ writes every figure. Progress goes to stderr.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import gc
 import itertools
-import json
-import math
+import statistics
 import sys
 import threading
 import time
 from array import array
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable
+
+import report
 
 from fastsem import _compare, _impl, _pyfastsem
 
@@ -79,7 +79,6 @@ TOOL = "bench/async_bench.py"  # what the JSON says it comes from (goals.py read
 TASKS, THREADS, VALUE = 64, 4, 4
 CONTENDED = f"{TASKS} tasks + {THREADS} threads, value {VALUE}"
 PATIENCE = 30.0  # how long anything that should take milliseconds may take
-NOISE_SHARE = 0.05  # of the machine's CPU time: more from other processes is noted
 
 
 # --------------------------------------------------------------------------
@@ -268,17 +267,6 @@ class Row:
 
 
 @dataclass
-class GoalResult:
-    id: str
-    what: str
-    value: float | None  # the ratio, or the figure itself
-    op: str
-    target: float
-    unit: str
-    met: bool | None  # None: not measured
-
-
-@dataclass
 class Run:
     """One run: dataclasses.asdict() of it is what --json writes."""
 
@@ -287,7 +275,7 @@ class Run:
     plan: Plan
     contenders: list[Row]
     skipped: dict[str, str]  # peer: why it is not in the run
-    goals: list[GoalResult]
+    goals: list[report.GoalResult]
     total_seconds: float
     noise: dict[str, float | None]
     # What any thread-to-task handoff costs here at least: a thread, awake,
@@ -387,7 +375,7 @@ def measure_task_handoff(
     ]
     figures = _compare.time_runs(
         timers, min_seconds=plan.handoff_seconds, repeats=plan.handoff_repeats,
-        figure=_median,
+        figure=statistics.median,
     )  # fmt: skip
     return [
         None if ns is None else Handoff(ns, runs[i][-plan.handoff_repeats :])
@@ -449,7 +437,8 @@ async def _thread_handoff(peer: Peer, rounds: int) -> tuple[array[int], array[in
 
 def _one_way(samples: array[int]) -> OneWay:
     ordered = sorted(samples)
-    return OneWay(float(_percentile(ordered, 50)), float(_percentile(ordered, 99)), len(ordered))
+    median, p99 = (float(report.percentile(ordered, p)) for p in (50, 99))
+    return OneWay(median, p99, len(ordered))
 
 
 async def _wake_floor(rounds: int) -> array[int]:
@@ -511,7 +500,8 @@ def measure_thread_handoff(
             to_thread[i].extend(b)
             round_trips[i].append(rt)
     return [
-        ThreadHandoff(_one_way(to_task[i]), _one_way(to_thread[i]), _median(round_trips[i]))
+        ThreadHandoff(_one_way(to_task[i]), _one_way(to_thread[i]),
+                      statistics.median(round_trips[i]))
         if able[i] else None
         for i in range(len(found))
     ]  # fmt: skip
@@ -525,17 +515,6 @@ def measure_thread_handoff(
 class _Stamps:
     called: array[int] = field(default_factory=lambda: array("q"))
     granted: array[int] = field(default_factory=lambda: array("q"))
-
-
-def _percentile(ordered: list[int], p: float) -> int:
-    """Nearest rank, of sorted samples."""
-    return ordered[min(max(1, math.ceil(p / 100 * len(ordered))), len(ordered)) - 1]
-
-
-def _median(xs: list[float]) -> float:
-    ordered = sorted(xs)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def _waits(stamps: list[_Stamps], begin: int, end: int) -> tuple[list[int], list[int]]:
@@ -565,7 +544,7 @@ def analyse(
     seconds = (end - begin) / 1e9
 
     def pct(ws: list[int], p: float) -> int | None:
-        return _percentile(ws, p) if ws else None
+        return report.percentile(ws, p) if ws else None
 
     return Contended(
         tasks=len(tasks),
@@ -728,14 +707,14 @@ def in_order(log: list[int]) -> int:
 # The goals: bench/goals.py's, judged on this run
 
 
-def judge(rows: list[Row]) -> list[GoalResult]:
+def judge(rows: list[Row]) -> list[report.GoalResult]:
     import goals  # here: goals.py imports this module for its names
 
     figures = goals.figures_of({"tool": TOOL, "contenders": [dataclasses.asdict(r) for r in rows]})
     found = []
     for goal in goals.ASYNC_GOALS:
         v = goals.judge(goal, [("this run", figures)])
-        found.append(GoalResult(goal.id, goal.what, v.ratio, goal.op, goal.target, goal.unit,
+        found.append(report.GoalResult(goal.id, goal.what, v.ratio, goal.op, goal.target, goal.unit,
                                 v.met))  # fmt: skip
     return found
 
@@ -744,25 +723,14 @@ def judge(rows: list[Row]) -> list[GoalResult]:
 # The run
 
 
-Say = Optional[Callable[[str], None]]
-
-
-def run(plan: Plan, progress: Say = None) -> Run:
-    from processes import Noise  # the machine's other load, as processes.py measures it
-
+def run(plan: Plan, progress: report.Say = None) -> Run:
     found, skipped = peers()
     rows = [Row(p.name, p.header) for p in found]
     crossing = [p for p in found if p.thread_acquire is not None]
     total = 3 + plan.thread_repeats * len(crossing) + 2 * len(crossing)
-    done = [0]
+    say = report.steps(total, progress)
     t0 = time.perf_counter()
-    noise = Noise()
-
-    def say(text: str) -> None:
-        done[0] += 1
-        if progress is not None:
-            progress(f"[{min(done[0], total)}/{total}] {time.perf_counter() - t0:4.0f} s  {text}")
-
+    noise = report.Noise()
     loop = asyncio.new_event_loop()
     try:
         say("uncontended: async with, and with for reference")
@@ -807,33 +775,6 @@ def run(plan: Plan, progress: Say = None) -> Run:
 # The table
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b else None
-
-
-def _ns(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1f}" if x < 100 else f"{x:,.0f}"
-
-
-def _us(ns: float | None) -> str:
-    if ns is None:
-        return "-"
-    us = ns / 1e3
-    return f"{us:.2f}" if us < 10 else f"{us:.1f}" if us < 100 else f"{us:,.0f}"
-
-
-def _ms(ns: float | None) -> str:
-    if ns is None:
-        return "-"
-    ms = ns / 1e6
-    digits = 0 if ms >= 100 else 1 if ms >= 10 else 2 if ms >= 1 else 3
-    return f"{ms:.{digits}f}"
-
-
-def _fixed(x: float | None, digits: int) -> str:
-    return "-" if x is None else f"{x:,.{digits}f}"
-
-
 def table_lines(run: Run) -> list[list[str]]:
     """The table's rows: a figure per row, a peer per column."""
     rows = run.contenders
@@ -850,8 +791,7 @@ def table_lines(run: Run) -> list[list[str]]:
         def cell(r: Row) -> str:
             if r is base:
                 return "1 (base)" if figure(r) is not None else "-"
-            ratio = _ratio(figure(r), figure(base) if base else None)
-            return "-" if ratio is None else f"{ratio:.2f}x" if ratio < 10 else f"{ratio:,.0f}x"
+            return report.times(report.ratio(figure(r), figure(base) if base else None))
 
         line(f"  x {short}", cell)
 
@@ -868,40 +808,35 @@ def table_lines(run: Run) -> list[list[str]]:
     def con(field: str) -> Callable[[Row], Any]:
         return lambda r: getattr(r.contended, field) if r.contended else None
 
-    line("async with sem: pass, ns", lambda r: _ns(r.async_with_ns))
+    line("async with sem: pass, ns", lambda r: report.ns(r.async_with_ns))
     versus(ASYNCIO, lambda r: r.async_with_ns)
-    line("with sem: pass (a thread), ns", lambda r: _ns(r.sync_with_ns))
-    line("task-to-task handoff, us", lambda r: _us(handoff(r)))
+    line("with sem: pass (a thread), ns", lambda r: report.ns(r.sync_with_ns))
+    line("task-to-task handoff, us", lambda r: report.us(handoff(r)))
     versus(ASYNCIO, handoff)
     for direction, label in (("thread_to_task", "thread-to-task"),
                              ("task_to_thread", "task-to-thread")):  # fmt: skip
         median, p99 = one_way(direction, "ns"), one_way(direction, "p99_ns")
-        line(f"{label} handoff, us", lambda r, f=median: _us(f(r)))
+        line(f"{label} handoff, us", lambda r, f=median: report.us(f(r)))
         versus(AIOLOGIC, median)
-        line("  p99 us", lambda r, f=p99: _us(f(r)))
+        line("  p99 us", lambda r, f=p99: report.us(f(r)))
     lines.append([CONTENDED, *("" for _ in rows)])
-    line("  ops/s", lambda r: _fixed(con("ops_per_s")(r), 0))
-    line("  Jain", lambda r: _fixed(con("jain")(r), 3))
-    line("    of the tasks", lambda r: _fixed(con("jain_tasks")(r), 3))
-    line("    of the threads", lambda r: _fixed(con("jain_threads")(r), 3))
-    line("  grants per task", lambda r: _fixed(con("per_task_mean")(r), 1))
-    line("  grants per thread", lambda r: _fixed(con("per_thread_mean")(r), 1))
+    line("  ops/s", lambda r: report.fixed(con("ops_per_s")(r), 0))
+    line("  Jain", lambda r: report.fixed(con("jain")(r), 3))
+    line("    of the tasks", lambda r: report.fixed(con("jain_tasks")(r), 3))
+    line("    of the threads", lambda r: report.fixed(con("jain_threads")(r), 3))
+    line("  grants per task", lambda r: report.fixed(con("per_task_mean")(r), 1))
+    line("  grants per thread", lambda r: report.fixed(con("per_thread_mean")(r), 1))
     for kind in ("task", "thread"):
         p99, most = con(f"{kind}_wait_p99_ns"), con(f"{kind}_wait_max_ns")
-        line(f"  {kind}s' p99 wait ms", lambda r, f=p99: _ms(f(r)))
+        line(f"  {kind}s' p99 wait ms", lambda r, f=p99: report.ms(f(r)))
         versus(AIOLOGIC, p99)
-        line(f"  {kind}s' max wait ms", lambda r, f=most: _ms(f(r)))
+        line(f"  {kind}s' max wait ms", lambda r, f=most: report.ms(f(r)))
         versus(AIOLOGIC, most)
     line("  most holders at once", lambda r: "-" if r.contended is None
          else str(r.contended.max_holders))  # fmt: skip
     line("FIFO across tasks and threads", lambda r: "-" if r.fifo is None
          else f"{r.fifo.in_order}/{r.fifo.grants}")  # fmt: skip
     return lines
-
-
-def headers(run: Run) -> list[list[str]]:
-    split = [r.header.split("\n") for r in run.contenders]
-    return [["", *(s[0] for s in split)], ["", *(s[1] if len(s) > 1 else "" for s in split)]]
 
 
 def headline(run: Run) -> str:
@@ -949,111 +884,34 @@ def footnote(run: Run) -> str:
     )
 
 
-def goal_lines(goals: list[GoalResult]) -> str:
-    def amount(x: float, unit: str) -> str:
-        if unit == "index":
-            return f"{x:.3f}"
-        if unit == "fraction":
-            return f"{x:.0%}"
-        return f"{x:.3g}x"
-
-    rows = [
-        [
-            g.id,
-            g.what,
-            "-" if g.value is None else amount(g.value, g.unit),
-            f"{g.op} {amount(g.target, g.unit)}",
-            "not measured" if g.met is None else "met" if g.met else "NOT MET",
-        ]
-        for g in goals
-    ]
-    header = ["goal", "what (fastsem: the compiled Semaphore, fair mode)", "measured",
-              "target", ""]  # fmt: skip
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def fmt(cells: list[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in (2, 3) else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
-        ).rstrip()
-
-    met = sum(1 for g in goals if g.met)
-    judged = sum(1 for g in goals if g.met is not None)
-    return "\n".join(
-        [
-            fmt(header),
-            "  ".join("-" * w for w in widths),
-            *(fmt(r) for r in rows),
-            f"{met} of {judged} measured goals met",
-        ]
-    )
-
-
 def warnings(run: Run) -> list[str]:
-    found = [f"NOTE: {name} left out: {why}" for name, why in run.skipped.items()]
-    share = run.noise.get("other_cpu_share")
-    if share is not None and share > NOISE_SHARE:
-        found.append(
-            f"NOTE: other processes took {share:.0%} of the CPUs' time during the run "
-            f"({run.noise['other_cpu_seconds']:.1f} CPU s); the figures are disturbed."
-        )
-    for r in run.contenders:
-        if r.contended is not None and r.contended.max_holders > VALUE:
-            found.append(
-                f"WARNING: {r.name}: {r.contended.max_holders} held a permit at once, "
-                f"of a semaphore of value {VALUE}"
-            )
-    return found
+    """What went wrong while measuring (there should be nothing)."""
+    return [
+        f"WARNING: {r.name}: {r.contended.max_holders} held a permit at once, "
+        f"of a semaphore of value {VALUE}"
+        for r in run.contenders
+        if r.contended is not None and r.contended.max_holders > VALUE
+    ]
 
 
 def render(run: Run) -> str:
-    from processes import format_table  # the same table layout as processes.py's
-
-    parts = [
-        headline(run),
-        "",
-        format_table(headers(run), table_lines(run)),
-        "",
-        footnote(run),
-        "",
-        goal_lines(run.goals),
-    ]
-    notes = warnings(run)
-    if notes:
-        parts += ["", *notes]
-    return "\n".join(parts)
+    what = "what (fastsem: the compiled Semaphore, fair mode)"
+    return report.render(run, headline(run), table_lines(run), footnote(run), what, warnings(run))
 
 
 # --------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    return report.main(
+        argv,
         prog="python bench/async_bench.py",
         description="Async semaphores side by side: fastsem's async API, asyncio.Semaphore, "
         "aiologic.Semaphore, anyio.CapacityLimiter.",
+        plans=PLANS,
+        run=run,
+        render=render,
     )
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="a short run, noisier figures")
-    # The smoke test's sizes: they prove the script runs, nothing more.
-    size.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
-    args = parser.parse_args(argv)
-    plan = PLANS["smoke" if args.smoke else "quick" if args.quick else "default"]
-
-    def progress(text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
-
-    try:
-        result = run(plan, progress)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(dataclasses.asdict(result), f, indent=2)
-            f.write("\n")
-    print(render(result))
-    return 0
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ import async_bench
 import contention
 import peers
 import processes
+import report
 
 from fastsem import _compare as c
 
@@ -384,18 +385,6 @@ def judge(goal: Goal, sources: list[tuple[str, Figures]]) -> Verdict:
 # Printing
 
 
-def _amount(x: float, unit: str) -> str:
-    if unit == "fraction":
-        return f"{x:.0%}" if x >= 0.1 else f"{x:.1%}"
-    if unit == "count":
-        return f"{x:.0f}"
-    if unit == "index":
-        return f"{x:.3f}"
-    if unit == "ns":
-        return f"{x / 1e9:.3g} s"
-    return f"{x:.3g}x" if x < 100 else f"{x:.0f}x"
-
-
 def _figure(x: float, field: str) -> str:
     if (
         field.endswith("_ns")
@@ -422,9 +411,9 @@ def row(v: Verdict) -> list[str]:
     return [
         g.id,
         g.what,
-        "-" if v.ratio is None else _amount(v.ratio, g.unit),
-        f"{g.op} {_amount(g.target, g.unit)}",
-        "not measured" if v.met is None else "met" if v.met else "NOT MET",
+        "-" if v.ratio is None else report.amount(v.ratio, g.unit),
+        f"{g.op} {report.amount(g.target, g.unit)}",
+        report.verdict(v.met),
         " / ".join(_figure(x, f) for x, f in zip(v.values, fields)),
         v.source,
     ]
@@ -433,18 +422,7 @@ def row(v: Verdict) -> list[str]:
 def table(verdicts: list[Verdict]) -> str:
     header = ["goal", "what (fastsem: the C core, fair mode, unless said)", "measured",
               "target", "", "figures", "from"]  # fmt: skip
-    rows = [header, *(row(v) for v in verdicts)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    right = {2, 3}
-    lines = [
-        "  ".join(
-            cell.rjust(w) if i in right else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(r, widths))
-        ).rstrip()
-        for r in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return report.format_table([header], [row(v) for v in verdicts], right={2, 3})
 
 
 def describe(name: str, data: dict[str, Any]) -> str:

@@ -51,11 +51,8 @@ multiprocessing.Semaphore's, then the goals and whether they are met;
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import gc
 import itertools
-import json
 import math
 import multiprocessing
 import os
@@ -67,7 +64,9 @@ import threading
 import time
 from array import array
 from dataclasses import dataclass, field
-from typing import Any, Callable, Final, Optional
+from typing import Any, Callable, Final
+
+import report
 
 from fastsem import _compare, _impl
 
@@ -95,7 +94,6 @@ PATIENCE = 30.0
 # Without a way to see a waiter queued (multiprocessing, posix_ipc), it is
 # taken to be this long after it said it was about to call acquire().
 SETTLE_SECONDS = 0.05
-NOISE_SHARE = 0.05  # of the machine's CPU time: more from other processes is noted
 
 
 # --------------------------------------------------------------------------
@@ -338,17 +336,6 @@ class Row:
 
 
 @dataclass
-class GoalResult:
-    id: str
-    what: str
-    value: float | None  # the ratio, or the figure itself
-    op: str
-    target: float
-    unit: str  # "x", "index", "count" or "s"
-    met: bool | None  # None: not measured
-
-
-@dataclass
 class Run:
     """One run: dataclasses.asdict() of it is what --json writes."""
 
@@ -357,7 +344,7 @@ class Run:
     start_method: str
     contenders: list[Row]
     skipped: dict[str, str]  # peer: why it is not in the run
-    goals: list[GoalResult]
+    goals: list[report.GoalResult]
     total_seconds: float
     noise: dict[str, float | None]
 
@@ -572,11 +559,6 @@ def _array(raw: bytes) -> array[int]:
     return a
 
 
-def _percentile(ordered: list[int], p: float) -> int:
-    """Nearest rank of an ascending list."""
-    return ordered[min(len(ordered), max(1, math.ceil(p / 100 * len(ordered)))) - 1]
-
-
 def count_barges(workers: list[Stamps], begin: int, end: int) -> tuple[int, int]:
     """(barges, repeat grants) among the grants made in [begin, end).
 
@@ -616,8 +598,8 @@ def analyse(workers: list[Stamps], begin: int, end: int, violations: int) -> Con
         per_worker_counts=counts,
         barges=barges,
         repeat_grants=repeats,
-        wait_p50_ns=_percentile(waits, 50) if waits else None,
-        wait_p99_ns=_percentile(waits, 99) if waits else None,
+        wait_p50_ns=report.percentile(waits, 50) if waits else None,
+        wait_p99_ns=report.percentile(waits, 99) if waits else None,
         wait_max_ns=waits[-1] if waits else None,
         exclusion_violations=violations,
     )
@@ -746,8 +728,8 @@ def measure_recovery(peer: Peer, plan: Plan, say: Callable[[str], None]) -> Reco
         recovered=len(times),
         timeout_s=plan.recovery_timeout,
         never=never,
-        p50_ns=_percentile(ordered, 50) if ordered and not never else None,
-        p99_ns=_percentile(ordered, 99) if ordered and not never else None,
+        p50_ns=report.percentile(ordered, 50) if ordered and not never else None,
+        p99_ns=report.percentile(ordered, 99) if ordered and not never else None,
         max_ns=ordered[-1] if ordered and not never else None,
         times_ns=times,
     )
@@ -757,21 +739,17 @@ def measure_recovery(peer: Peer, plan: Plan, say: Callable[[str], None]) -> Reco
 # The goals
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b else None
-
-
-def judge(rows: list[Row], plan: Plan) -> list[GoalResult]:
+def judge(rows: list[Row], plan: Plan) -> list[report.GoalResult]:
     """fastsem's goals, in fair mode, from this run's figures."""
     by_name = {r.name: r for r in rows}
     ours, base = by_name.get(FAIR), by_name.get(BASE)
-    found: list[GoalResult] = []
+    found: list[report.GoalResult] = []
 
     def goal(id: str, what: str, value: float | None, op: str, target: float, unit: str) -> None:
         met = None
         if value is not None:
             met = {"<=": value <= target, ">=": value >= target}[op]
-        found.append(GoalResult(id, what, value, op, target, unit, met))
+        found.append(report.GoalResult(id, what, value, op, target, unit, met))
 
     def pair(r: Row | None) -> float | None:
         return r.pair.ns if r and r.pair else None
@@ -782,13 +760,13 @@ def judge(rows: list[Row], plan: Plan) -> list[GoalResult]:
     goal(
         "process-pair",
         "uncontended acquire()+release(): fastsem / multiprocessing",
-        _ratio(pair(ours), pair(base)),
+        report.ratio(pair(ours), pair(base)),
         "<=",
         1.2,
         "x",
     )
     goal("process-handoff", "handoff between 2 processes: fastsem / multiprocessing",
-         _ratio(handoff(ours), handoff(base)), "<=", 0.5, "x")  # fmt: skip
+         report.ratio(handoff(ours), handoff(base)), "<=", 0.5, "x")  # fmt: skip
     for n in plan.workers:
         key = contended_key(n)
         mine = ours.contended.get(key) if ours else None
@@ -809,10 +787,10 @@ def judge(rows: list[Row], plan: Plan) -> list[GoalResult]:
             0,
             "count",
         )
+        mine_max, theirs_max = (c.wait_max_ns if c else None for c in (mine, theirs))
         goal(f"process-max-wait-{n}p",
              f"{n} processes, value 1: max wait, fastsem / multiprocessing",
-             _ratio(mine.wait_max_ns if mine else None, theirs.wait_max_ns if theirs else None),
-             "<=", 0.1, "x")  # fmt: skip
+             report.ratio(mine_max, theirs_max), "<=", 0.1, "x")  # fmt: skip
     rec = ours.recovery if ours else None
     p99 = rec.p99_ns / 1e9 if rec and rec.p99_ns is not None else None
     goal("process-recovery-p99",
@@ -825,48 +803,7 @@ def judge(rows: list[Row], plan: Plan) -> list[GoalResult]:
 # The run
 
 
-def _cpu_busy_seconds() -> float | None:
-    """CPU time spent busy by the whole machine so far (Linux), else None."""
-    try:
-        with open("/proc/stat", encoding="ascii") as f:
-            fields = f.readline().split()
-        # cpu user nice system idle iowait irq softirq steal ...
-        busy = sum(int(x) for x in fields[1:4]) + sum(int(x) for x in fields[6:9])
-        return busy / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, AttributeError):
-        return None
-
-
-class Noise:
-    """CPU time other processes took while we measured: the machine's busy
-    time less this process's and its children's (Linux; None elsewhere)."""
-
-    def __init__(self) -> None:
-        self.busy0 = _cpu_busy_seconds()
-        self.ours0 = self._ours()
-        self.wall0 = time.perf_counter()
-
-    @staticmethod
-    def _ours() -> float:
-        t = os.times()
-        return t.user + t.system + t.children_user + t.children_system
-
-    def read(self) -> dict[str, float | None]:
-        busy1 = _cpu_busy_seconds()
-        wall = time.perf_counter() - self.wall0
-        if self.busy0 is None or busy1 is None or wall <= 0:
-            return {"other_cpu_seconds": None, "other_cpu_share": None}
-        others = max(0.0, (busy1 - self.busy0) - (self._ours() - self.ours0))
-        return {
-            "other_cpu_seconds": round(others, 3),
-            "other_cpu_share": round(others / (wall * (os.cpu_count() or 1)), 4),
-        }
-
-
-Say = Optional[Callable[[str], None]]
-
-
-def run(plan: Plan, progress: Say = None) -> Run:
+def run(plan: Plan, progress: report.Say = None) -> Run:
     found, skipped = peers()
     rows = [Row(p.name, p.header, p.same_process) for p in found]
     crossing = [p for p in found if not p.same_process]
@@ -876,15 +813,9 @@ def run(plan: Plan, progress: Say = None) -> Run:
         + len(plan.workers) * len(found)
         + plan.kills * len(crossing)
     )  # fmt: skip
-    done = [0]
+    say = report.steps(total, progress)
     t0 = time.perf_counter()
-    noise = Noise()
-
-    def say(text: str) -> None:
-        done[0] += 1
-        if progress is not None:
-            progress(f"[{min(done[0], total)}/{total}] {time.perf_counter() - t0:4.0f} s  {text}")
-
+    noise = report.Noise()
     try:
         for row, u in zip(rows, measure_uncontended(found, plan, say)):
             row.pair = u
@@ -917,46 +848,12 @@ def run(plan: Plan, progress: Say = None) -> Run:
 # The table
 
 
-def _num(x: float | None, digits: int = 0) -> str:
-    if x is None:
-        return "-"
-    return f"{x:,.{digits}f}"
-
-
-def _ns(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1f}" if x < 100 else f"{x:,.0f}"
-
-
-def _us(ns: float | None) -> str:
-    if ns is None:
-        return "-"
-    us = ns / 1e3
-    return f"{us:.2f}" if us < 10 else f"{us:.1f}" if us < 100 else f"{us:,.0f}"
-
-
-def _ms(ns: float | None) -> str:
-    if ns is None:
-        return "-"
-    ms = ns / 1e6
-    digits = 0 if ms >= 100 else 1 if ms >= 10 else 2 if ms >= 1 else 3
-    return f"{ms:.{digits}f}"
-
-
-def _fixed(x: float | None, digits: int) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
-
-
 def _with(c: Contended | None, cell: Callable[[Contended], str]) -> str:
     return "-" if c is None else cell(c)
 
 
 def _times(value: float | None, base: float | None, is_base: bool) -> str:
-    if is_base:
-        return "1 (base)"
-    ratio = _ratio(value, base)
-    if ratio is None:
-        return "-"
-    return f"{ratio:.2f}x" if ratio < 10 else f"{ratio:,.0f}x"
+    return "1 (base)" if is_base else report.times(report.ratio(value, base))
 
 
 def _recovery(rec: Recovery | None, ns: int | None) -> str:
@@ -964,7 +861,7 @@ def _recovery(rec: Recovery | None, ns: int | None) -> str:
         return "-"
     if rec.never:
         return f"never (>{rec.timeout_s:g} s)"
-    return _ms(ns)
+    return report.ms(ns)
 
 
 def table_lines(run: Run) -> list[list[str]]:
@@ -985,9 +882,9 @@ def table_lines(run: Run) -> list[list[str]]:
     def handoff(r: Row) -> float | None:
         return r.handoff.ns if r.handoff else None
 
-    line("uncontended ns/pair", lambda r: _ns(pair(r)))
+    line("uncontended ns/pair", lambda r: report.ns(pair(r)))
     versus("  x multiprocessing", pair)
-    line("handoff us", lambda r: _us(handoff(r)))
+    line("handoff us", lambda r: report.us(handoff(r)))
     versus("  x multiprocessing", handoff)
     for n in run.plan.workers:
         key = contended_key(n)
@@ -1002,11 +899,11 @@ def table_lines(run: Run) -> list[list[str]]:
             return c.wait_max_ns if c else None
 
         lines.append([f"{n} processes on value 1", *("" for _ in rows)])
-        contended("  ops/s", lambda c: _num(c.ops_per_s))
-        contended("  Jain", lambda c: _fixed(c.jain, 3))
+        contended("  ops/s", lambda c: report.fixed(c.ops_per_s, 0))
+        contended("  Jain", lambda c: report.fixed(c.jain, 3))
         contended("  barges", lambda c: f"{c.barges:,}/{c.acquisitions:,}")
-        contended("  p99 wait ms", lambda c: _ms(c.wait_p99_ns))
-        line("  max wait ms", lambda r: _ms(max_wait(r)))
+        contended("  p99 wait ms", lambda c: report.ms(c.wait_p99_ns))
+        line("  max wait ms", lambda r: report.ms(max_wait(r)))
         versus("    x multiprocessing", max_wait)
     kills = run.plan.kills
     lines.append([f"recovery after SIGKILL ({kills} kills)", *("" for _ in rows)])
@@ -1014,26 +911,6 @@ def table_lines(run: Run) -> list[list[str]]:
     line("  p99 ms", lambda r: _recovery(r.recovery, r.recovery.p99_ns if r.recovery else None))
     line("  max ms", lambda r: _recovery(r.recovery, r.recovery.max_ns if r.recovery else None))
     return lines
-
-
-def format_table(header: list[list[str]], rows: list[list[str]]) -> str:
-    """Left-aligned first column, the others right-aligned; a header of
-    several lines."""
-    everything = [*header, *rows]
-    widths = [max(len(r[i]) for r in everything) for i in range(len(header[0]))]
-
-    def fmt(cells: list[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
-        ).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([*(fmt(h) for h in header), rule, *(fmt(r) for r in rows)])
-
-
-def headers(run: Run) -> list[list[str]]:
-    split = [r.header.split("\n") for r in run.contenders]
-    return [["", *(s[0] for s in split)], ["", *(s[1] if len(s) > 1 else "" for s in split)]]
 
 
 def headline(run: Run) -> str:
@@ -1072,56 +949,9 @@ def footnote(run: Run) -> str:
     )
 
 
-def goal_lines(goals: list[GoalResult]) -> str:
-    def amount(x: float, unit: str) -> str:
-        if unit == "index":
-            return f"{x:.3f}"
-        if unit == "count":
-            return f"{x:,.0f}"
-        if unit == "s":
-            return f"{x:.3g} s"
-        return f"{x:.3g}x"
-
-    rows = [
-        [
-            g.id,
-            g.what,
-            "-" if g.value is None else amount(g.value, g.unit),
-            f"{g.op} {amount(g.target, g.unit)}",
-            "not measured" if g.met is None else "met" if g.met else "NOT MET",
-        ]
-        for g in goals
-    ]
-    header = ["goal", "what (fastsem: ProcessSemaphore, fair mode)", "measured", "target", ""]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def fmt(cells: list[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in (2, 3) else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
-        ).rstrip()
-
-    met = sum(1 for g in goals if g.met)
-    judged = sum(1 for g in goals if g.met is not None)
-    return "\n".join(
-        [
-            fmt(header),
-            "  ".join("-" * w for w in widths),
-            *(fmt(r) for r in rows),
-            f"{met} of {judged} measured goals met",
-        ]
-    )
-
-
 def warnings(run: Run) -> list[str]:
+    """What went wrong while measuring (there should be nothing)."""
     found = []
-    for name, why in run.skipped.items():
-        found.append(f"NOTE: {name} left out: {why}")
-    share = run.noise.get("other_cpu_share")
-    if share is not None and share > NOISE_SHARE:
-        found.append(
-            f"NOTE: other processes took {share:.0%} of the CPUs' time during the run "
-            f"({run.noise['other_cpu_seconds']:.1f} CPU s); the figures are disturbed."
-        )
     for r in run.contenders:
         for key, c in r.contended.items():
             if c.exclusion_violations:
@@ -1133,52 +963,23 @@ def warnings(run: Run) -> list[str]:
 
 
 def render(run: Run) -> str:
-    parts = [
-        headline(run),
-        "",
-        format_table(headers(run), table_lines(run)),
-        "",
-        footnote(run),
-        "",
-        goal_lines(run.goals),
-    ]
-    notes = warnings(run)
-    if notes:
-        parts += ["", *notes]
-    return "\n".join(parts)
+    what = "what (fastsem: ProcessSemaphore, fair mode)"
+    return report.render(run, headline(run), table_lines(run), footnote(run), what, warnings(run))
 
 
 # --------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    return report.main(
+        argv,
         prog="python bench/processes.py",
         description="Process-shared semaphores side by side: fastsem.ProcessSemaphore, "
         "multiprocessing, posix_ipc, sysv_ipc (SEM_UNDO), threading.",
+        plans=PLANS,
+        run=run,
+        render=render,
     )
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="a short run, noisier figures")
-    # The smoke test's sizes: they prove the script runs, nothing more.
-    size.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
-    args = parser.parse_args(argv)
-    plan = PLANS["smoke" if args.smoke else "quick" if args.quick else "default"]
-
-    def progress(text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
-
-    try:
-        result = run(plan, progress)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(dataclasses.asdict(result), f, indent=2)
-            f.write("\n")
-    print(render(result))
-    return 0
 
 
 if __name__ == "__main__":
