@@ -605,7 +605,27 @@ def analyse(workers: list[Stamps], begin: int, end: int, violations: int) -> Con
     )
 
 
+@dataclass
+class Window:
+    """One contended run's record: every worker's stamps (with its process
+    id, None for a thread), and the measured window [begin, end) in
+    time.monotonic_ns()."""
+
+    workers: list[Stamps]
+    pids: list[int | None]
+    begin: int
+    end: int
+    violations: int  # times two workers held the value-1 semaphore at once
+
+
 def contended_run(peer: Peer, workers: int, plan: Plan) -> Contended:
+    w = contended_window(peer, workers, plan)
+    return analyse(w.workers, w.begin, w.end, w.violations)
+
+
+def contended_window(peer: Peer, workers: int, plan: Plan) -> Window:
+    """`workers` processes (threads, for a same_process peer) loop acquire /
+    hold / release on a semaphore of value 1 for the plan's window."""
     sem = peer.new(1)
     gate = CTX.Event()
     stop, counter, inside = (CTX.RawValue("q", 0) for _ in range(3))
@@ -636,7 +656,8 @@ def contended_run(peer: Peer, workers: int, plan: Plan) -> Contended:
             send.close()
         peer.retire(sem)
     stamps = [Stamps(*(_array(raw) for raw in r[:4])) for r in results]
-    return analyse(stamps, begin, end, sum(r[4] for r in results))
+    pids = [getattr(r, "pid", None) for r in runners]
+    return Window(stamps, pids, begin, end, sum(r[4] for r in results))
 
 
 # --------------------------------------------------------------------------
