@@ -314,3 +314,44 @@ def test_a_permit_granted_during_an_interrupt_is_passed_on(impl):
         "contended": 1,
         "interrupts": 1,
     }
+
+
+HANDLED_ELSEWHERE_CHILD = """
+    import importlib, json, os, signal, sys, threading, time
+    impl = importlib.import_module(sys.argv[1])
+    sem = impl.Semaphore(0)
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Interrupted
+
+    signal.signal(signal.SIGUSR1, handler)
+    sent = []
+
+    def signal_from_here():
+        wait_main_asleep()
+        sent.append(time.monotonic())
+        # Raised in this thread, the signal's C handler runs here: the main
+        # thread's wait is not interrupted, only told that a handler is due.
+        signal.raise_signal(signal.SIGUSR1)
+
+    threading.Thread(target=signal_from_here, daemon=True).start()
+    try:
+        outcome = "returned %r" % sem.acquire(timeout=5)
+    except Interrupted:
+        outcome = "Interrupted"
+    print(json.dumps({"outcome": outcome, "latency": time.monotonic() - sent[0],
+                      "value": sem.value, "waiting": sem.waiting}))
+"""
+
+
+def test_a_signal_handled_in_another_thread_still_interrupts_the_wait(impl):
+    # What a Ctrl-C that lands in another thread, or just before the main
+    # thread's wait began, does: the handler is due, and the main thread
+    # must step out of its wait to run it (every 10 ms), not 5 s later.
+    report = finish(start_child(HANDLED_ELSEWHERE_CHILD, module_name(impl)))
+    assert report["outcome"] == "Interrupted"
+    assert report["latency"] < 2.5  # half the timeout: not a timing test
+    assert (report["value"], report["waiting"]) == (0, 0)

@@ -29,7 +29,10 @@ the C version's come from Cython's or CPython's argument conversion.
 One difference the C version does not have: an exception raised by a signal
 handler between two bytecodes *inside* a critical section here could leave
 the state half-updated (as with threading.Semaphore). The blocking waits,
-where Ctrl-C normally lands, are safe.
+where Ctrl-C normally lands, are safe, and the main thread's steps out every
+10 ms, as the C binding's does, so that a handler that is due runs even when
+its signal did not cut the wait short (threading.Semaphore's waits until the
+lock's wait ends).
 
 The method docstrings are the C version's, word for word (a test checks).
 """
@@ -44,6 +47,7 @@ import sys
 import threading
 from _thread import LockType
 from _thread import allocate_lock as _allocate_lock
+from _thread import get_ident as _get_ident
 from collections import deque
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from time import monotonic as _monotonic
@@ -64,6 +68,9 @@ from fastsem._common import (
 )
 
 _TIMEOUT_MAX = threading.TIMEOUT_MAX
+# How often the main thread's wait steps out to let due signal handlers run
+# (the C binding's period): see _Waiter.sleep.
+_SIGNAL_LOOK = 0.01
 # The counts the C binding converts (to a C long long): past them it raises
 # OverflowError, so the twin does too.
 _LONG_LONG_MIN, _LONG_LONG_MAX = -(2**63), 2**63 - 1
@@ -206,11 +213,29 @@ class _Waiter:
 
     def sleep(self, deadline: float | None) -> bool:
         """Blocks, without the mutex, until signalled or until the deadline;
-        returns whether it was signalled."""
-        if deadline is None:
-            return self.wakeup.acquire()
-        remaining = deadline - _monotonic()
-        return remaining > 0 and self.wakeup.acquire(True, remaining)
+        returns whether it was signalled.
+
+        The main thread, where signal handlers run, steps out of the lock's
+        wait every _SIGNAL_LOOK seconds, as the C binding does: a signal
+        interrupts that wait only if it lands in this thread while it
+        sleeps, and one that landed in another thread, or just before the
+        wait began, would have its handler (Ctrl-C's KeyboardInterrupt) run
+        only when the wait ends. Back in Python between two waits, a due
+        handler runs, and what it raises leaves the queue (_wait)."""
+        if _get_ident() != threading.main_thread().ident:
+            if deadline is None:
+                return self.wakeup.acquire()
+            remaining = deadline - _monotonic()
+            return remaining > 0 and self.wakeup.acquire(True, remaining)
+        while True:
+            look = _SIGNAL_LOOK
+            if deadline is not None:
+                remaining = deadline - _monotonic()
+                if remaining <= 0:
+                    return False
+                look = min(look, remaining)
+            if self.wakeup.acquire(True, look):
+                return True
 
     def take_signal(self, woke: bool) -> bool:
         """Under the mutex, after sleep() returned woke: whether a signal came
