@@ -318,8 +318,7 @@ def test_a_permit_granted_during_an_interrupt_is_passed_on(impl):
 
 HANDLED_ELSEWHERE_CHILD = """
     import importlib, json, os, signal, sys, threading, time
-    impl = importlib.import_module(sys.argv[1])
-    sem = impl.Semaphore(0)
+    sem = getattr(importlib.import_module(sys.argv[1]), sys.argv[2])(0)
 
     class Interrupted(Exception):
         pass
@@ -347,11 +346,29 @@ HANDLED_ELSEWHERE_CHILD = """
 """
 
 
-def test_a_signal_handled_in_another_thread_still_interrupts_the_wait(impl):
+def handled_elsewhere(module: str, cls: str) -> dict:
     # What a Ctrl-C that lands in another thread, or just before the main
     # thread's wait began, does: the handler is due, and the main thread
     # must step out of its wait to run it (every 10 ms), not 5 s later.
-    report = finish(start_child(HANDLED_ELSEWHERE_CHILD, module_name(impl)))
+    return finish(start_child(HANDLED_ELSEWHERE_CHILD, module, cls))
+
+
+def test_a_signal_handled_in_another_thread_still_interrupts_the_wait(impl):
+    report = handled_elsewhere(module_name(impl), "Semaphore")
     assert report["outcome"] == "Interrupted"
     assert report["latency"] < 2.5  # half the timeout: not a timing test
+    assert (report["value"], report["waiting"]) == (0, 0)
+
+
+def test_a_signal_handled_in_another_thread_interrupts_a_process_semaphores_wait():
+    fastsem = pytest.importorskip("fastsem")
+    if getattr(fastsem, "ProcessSemaphore", None) is None:
+        pytest.skip("no process-shared semaphores on this platform")
+    try:
+        fastsem.ProcessSemaphore(0).close()
+    except NotImplementedError as exc:
+        pytest.skip(str(exc))
+    report = handled_elsewhere("fastsem", "ProcessSemaphore")
+    assert report["outcome"] == "Interrupted"
+    assert report["latency"] < 2.5
     assert (report["value"], report["waiting"]) == (0, 0)
