@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
-import re
 import subprocess
 import sys
 from array import array
@@ -23,6 +21,7 @@ from pathlib import Path
 import async_bench as ab
 import goals
 import pytest
+import smoke
 
 from fastsem import _impl
 
@@ -39,14 +38,7 @@ COMPILED = _impl.c_module is not None
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     """(process, JSON result) of one smoke run, shared by the tests here."""
-    out = tmp_path_factory.mktemp("async_bench") / "run.json"
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--smoke", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    return proc, json.loads(out.read_text()) if out.exists() else None
+    return smoke.run(SCRIPT, tmp_path_factory.mktemp("async_bench"))
 
 
 def _installed(name):
@@ -68,14 +60,6 @@ def peer_name(request):
     if not _installed(request.param):
         pytest.skip(f"{OPTIONAL[request.param]} is not installed")
     return request.param
-
-
-def _row(result, name):
-    return next(r for r in result["contenders"] if r["name"] == name)
-
-
-def _number(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def test_exits_zero_and_writes_json(smoke_run):
@@ -100,8 +84,8 @@ def test_every_peer_is_measured_or_said_to_be_left_out(smoke_run):
 
 def test_every_figure_of_a_peer(smoke_run, peer_name):
     _, result = smoke_run
-    row = _row(result, peer_name)
-    assert _number(row["async_with_ns"]) and row["async_with_ns"] > 0
+    row = smoke.row(result, peer_name)
+    assert smoke.is_number(row["async_with_ns"]) and row["async_with_ns"] > 0
     sync = peer_name in CROSSING
     assert (row["sync_with_ns"] is not None) == sync
     if sync:
@@ -110,7 +94,7 @@ def test_every_figure_of_a_peer(smoke_run, peer_name):
     if peer_name in NO_HANDOFF:
         assert handoff is None
     else:
-        assert _number(handoff["ns"]) and handoff["ns"] > 0
+        assert smoke.is_number(handoff["ns"]) and handoff["ns"] > 0
         assert len(handoff["ns_runs"]) == PLAN.handoff_repeats
     if peer_name not in CROSSING:
         assert row["thread_handoff"] is None and row["contended"] is None and row["fifo"] is None
@@ -120,14 +104,14 @@ def test_every_figure_of_a_peer(smoke_run, peer_name):
         one = th[direction]
         assert one["samples"] == PLAN.thread_rounds * PLAN.thread_repeats
         assert 0 < one["ns"] <= one["p99_ns"]
-    assert _number(th["round_trip_ns"]) and th["round_trip_ns"] > 0
+    assert smoke.is_number(th["round_trip_ns"]) and th["round_trip_ns"] > 0
     con = row["contended"]
     assert (con["tasks"], con["threads"], con["value"]) == (ab.TASKS, ab.THREADS, ab.VALUE)
     assert len(con["per_worker_counts"]) == ab.TASKS + ab.THREADS
     assert con["acquisitions"] == sum(con["per_worker_counts"]) > 0
     for name in ("ops_per_s", "jain", "jain_tasks", "jain_threads", "per_task_mean",
                  "task_wait_p99_ns", "wait_max_ns"):  # fmt: skip
-        assert _number(con[name]), name
+        assert smoke.is_number(con[name]), name
     assert con["task_wait_p50_ns"] <= con["task_wait_p99_ns"] <= con["task_wait_max_ns"]
     # Behaviour, not timing: never more holders than permits.
     assert 1 <= con["max_holders"] <= ab.VALUE
@@ -140,23 +124,13 @@ def test_every_figure_of_a_peer(smoke_run, peer_name):
         assert fifo["order"] == list(range(PLAN.fifo_waiters))
 
 
-def _cells(line, spans):
-    return [line[a:b].strip() for a, b in spans]
-
-
 def test_table_shows_every_peer_and_figure(smoke_run):
     proc, result = smoke_run
-    lines = proc.stdout.splitlines()
-    rule = next(i for i, line in enumerate(lines) if line.startswith("----"))
-    spans = [m.span() for m in re.finditer("-+", lines[rule])]
     names = [r["name"] for r in result["contenders"]]
-    assert len(spans) == 1 + len(names)
-    top, bottom = _cells(lines[rule - 2], spans), _cells(lines[rule - 1], spans)
-    heading = [f"{a} {b}".strip() for a, b in zip(top, bottom)]
-    assert heading[1:] == [r["header"].replace("\n", " ").strip() for r in result["contenders"]]
+    headings, lines = smoke.table(proc.stdout)
+    assert headings[1:] == smoke.headings_of(result)
     body = {}
-    for line in lines[rule + 1 : lines.index("", rule)]:
-        cells = _cells(line, spans)
+    for cells in lines:
         body.setdefault(cells[0], []).append(dict(zip(names, cells[1:])))
     for label in ("async with sem: pass, ns", "task-to-task handoff, us",
                   "thread-to-task handoff, us", "task-to-thread handoff, us", "Jain",

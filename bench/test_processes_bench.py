@@ -10,16 +10,13 @@ speed: the figures of a smoke run mean nothing. A peer that is not installed
 from __future__ import annotations
 
 import importlib.util
-import json
-import math
-import re
-import subprocess
 import sys
 from array import array
 from pathlib import Path
 
 import processes
 import pytest
+import smoke
 
 from fastsem import _impl
 
@@ -39,14 +36,7 @@ KILLS = processes.PLANS["smoke"].kills
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     """(process, JSON result) of one smoke run, shared by the tests here."""
-    out = tmp_path_factory.mktemp("processes") / "run.json"
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--smoke", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    return proc, json.loads(out.read_text()) if out.exists() else None
+    return smoke.run(SCRIPT, tmp_path_factory.mktemp("processes"))
 
 
 @pytest.fixture(params=PEERS)
@@ -55,14 +45,6 @@ def peer_name(request):
     if package is not None and importlib.util.find_spec(package) is None:
         pytest.skip(f"{package} is not installed")
     return request.param
-
-
-def _row(result, name):
-    return next(r for r in result["contenders"] if r["name"] == name)
-
-
-def _number(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def test_exits_zero_and_writes_json(smoke_run):
@@ -85,9 +67,9 @@ def test_every_peer_is_measured_or_said_to_be_left_out(smoke_run):
 
 def test_every_figure_of_a_peer(smoke_run, peer_name):
     _, result = smoke_run
-    row = _row(result, peer_name)
-    assert _number(row["pair"]["ns"]) and row["pair"]["ns"] > 0
-    assert _number(row["handoff"]["ns"]) and row["handoff"]["ns"] > 0
+    row = smoke.row(result, peer_name)
+    assert smoke.is_number(row["pair"]["ns"]) and row["pair"]["ns"] > 0
+    assert smoke.is_number(row["handoff"]["ns"]) and row["handoff"]["ns"] > 0
     assert sorted(row["contended"]) == sorted(processes.contended_key(n) for n in WORKERS)
     for n in WORKERS:
         con = row["contended"][processes.contended_key(n)]
@@ -95,7 +77,7 @@ def test_every_figure_of_a_peer(smoke_run, peer_name):
         assert len(con["per_worker_counts"]) == n
         assert con["acquisitions"] == sum(con["per_worker_counts"]) > 0
         for name in ("ops_per_s", "jain", "wait_p50_ns", "wait_p99_ns", "wait_max_ns"):
-            assert _number(con[name]), name
+            assert smoke.is_number(con[name]), name
         assert 0 <= con["barges"] <= con["repeat_grants"] <= con["acquisitions"]
         assert con["exclusion_violations"] == 0
     if row["same_process"]:
@@ -107,7 +89,7 @@ def test_every_figure_of_a_peer(smoke_run, peer_name):
         assert rec["recovered"] == rec["kills"] - 1
     else:
         assert rec["recovered"] == rec["kills"] == KILLS
-        assert all(_number(rec[k]) for k in ("p50_ns", "p99_ns", "max_ns"))
+        assert all(smoke.is_number(rec[k]) for k in ("p50_ns", "p99_ns", "max_ns"))
 
 
 def test_recovery(smoke_run):
@@ -115,26 +97,16 @@ def test_recovery(smoke_run):
     multiprocessing does not, and is killed only once."""
     _, result = smoke_run
     for name in (processes.FAIR, processes.NONFAIR):
-        rec = _row(result, name)["recovery"]
+        rec = smoke.row(result, name)["recovery"]
         assert not rec["never"] and rec["recovered"] == KILLS
-    rec = _row(result, processes.MULTIPROCESSING)["recovery"]
+    rec = smoke.row(result, processes.MULTIPROCESSING)["recovery"]
     assert rec["never"] and rec["kills"] == 1 and rec["recovered"] == 0
-
-
-def _cells(line, spans):
-    return [line[a:b].strip() for a, b in spans]
 
 
 def test_table_shows_every_peer_and_figure(smoke_run):
     proc, result = smoke_run
-    lines = proc.stdout.splitlines()
-    rule = next(i for i, line in enumerate(lines) if line.startswith("----"))
-    spans = [m.span() for m in re.finditer("-+", lines[rule])]
-    assert len(spans) == 1 + len(result["contenders"])
-    top, bottom = _cells(lines[rule - 2], spans), _cells(lines[rule - 1], spans)
-    heading = [f"{a} {b}".strip() for a, b in zip(top, bottom)]
-    assert heading[1:] == [r["header"].replace("\n", " ").strip() for r in result["contenders"]]
-    body = [_cells(line, spans) for line in lines[rule + 1 : lines.index("", rule)]]
+    headings, body = smoke.table(proc.stdout)
+    assert headings[1:] == smoke.headings_of(result)
     labels = [cells[0] for cells in body]
     assert labels[:4] == ["uncontended ns/pair", "x multiprocessing", "handoff us",
                           "x multiprocessing"]  # fmt: skip
