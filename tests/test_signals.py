@@ -24,13 +24,15 @@ def module_name(impl) -> str:
 
 
 # Every child has this; one that signals its own main thread while it waits
-# calls it first. A signal that lands after the main thread last looked for
-# signals but before its blocking call began is seen only when that call
-# returns: CPython's lock.acquire() looks before it sleeps, not in between
-# (with or without the GIL), and the pure-Python semaphore waits in it, as
-# threading.Semaphore does; the C binding also steps out of its wait every
-# 10 ms to look. Asleep for ten looks in a row, the main thread is in the
-# blocking call, and a signal cuts it short.
+# calls it first, so that the path under test, a blocked wait cut short by
+# the signal, is the one taken. A signal that lands after the main thread
+# last looked for signals but before its blocking call began does not cut
+# that call short: CPython's lock.acquire() looks before it sleeps, not in
+# between (with or without the GIL). Both implementations then run the
+# handler at their next step out of the wait, within 10 ms (the tests of a
+# signal handled in another thread, below); threading.Semaphore only when its
+# wait ends. Asleep for ten looks in a row, the main thread is in the
+# blocking call.
 MAIN_ASLEEP = """
     def wait_main_asleep(looks=10):
         path = "/proc/self/task/%d/stat" % threading.main_thread().native_id
