@@ -490,6 +490,50 @@ def test_a_loop_stopped_and_run_again_gets_its_grant(impl):
     settled(sem, 0)
 
 
+def test_a_release_from_the_thread_a_loop_has_left(impl):
+    # The task queued while its loop ran in thread T1; the loop now runs in
+    # T2, and T1, still alive, releases. The wake-up must reach the loop as
+    # from any other thread (thread-safely, waking its selector): delivered
+    # as if T1 still ran the loop, it sat in the loop's ready queue while
+    # the loop slept in its selector, and the task was never woken.
+    sem = impl.Semaphore(0)
+    loop = asyncio.new_event_loop()
+    first_run = threading.Event()
+    moved = threading.Event()
+    released = threading.Event()
+
+    def t1() -> None:
+        loop.call_soon(first_run.set)
+        loop.run_forever()  # until stopped, once the task is queued
+        moved.wait(TIMEOUT)
+        sem.release()
+        released.set()
+
+    one = threading.Thread(target=t1, daemon=True)
+    one.start()
+    first_run.wait(TIMEOUT)
+    waiting = asyncio.run_coroutine_threadsafe(sem.async_acquire(), loop)
+    wait_until(lambda: sem.waiting == 1, what="the task to queue")
+    loop.call_soon_threadsafe(loop.stop)
+    two = threading.Thread(target=loop.run_forever, daemon=True)
+    wait_until(lambda: not loop.is_running(), what="the loop to stop")
+    two.start()
+    wait_until(loop.is_running, what="the loop to run in its new thread")
+    moved.set()
+    released.wait(TIMEOUT)
+    try:
+        assert waiting.result(2.0) is True
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        two.join(TIMEOUT)
+        one.join(TIMEOUT)
+        if not waiting.done():
+            waiting.cancel()
+            loop.run_until_complete(asyncio.sleep(0.01))
+        loop.close()
+    settled(sem, 0)
+
+
 def test_a_loop_whose_thread_exits_with_its_task_queued(impl):
     # The loop's thread stops the loop and exits, the task still queued. A
     # release sends the grant to the loop, which will never run it; once the

@@ -667,6 +667,7 @@ cdef inline object _exit(Semaphore self):
 # at the first wait of a task, never by importing fastsem.
 
 cdef object _running_loop = None  # the current thread's running loop, or RuntimeError
+cdef object _loop_running_here = None  # the current thread's running loop, or None
 cdef object _Future = None        # asyncio.Future
 cdef object _base_create_future = None  # BaseEventLoop.create_future
 
@@ -691,7 +692,7 @@ cdef inline object _this_tasks_loop():
 cdef void _import_asyncio() except *:
     # Once, under a lock: on a free-threaded build two threads replacing a
     # global at once could free the object the other just read.
-    global _running_loop, _Future, _base_create_future
+    global _running_loop, _loop_running_here, _Future, _base_create_future
     with _asyncio_import_lock:
         if _running_loop is None:
             import asyncio.base_events
@@ -699,6 +700,7 @@ cdef void _import_asyncio() except *:
             import asyncio.futures
             _Future = asyncio.futures.Future
             _base_create_future = asyncio.base_events.BaseEventLoop.create_future
+            _loop_running_here = asyncio.events._get_running_loop
             _running_loop = asyncio.events.get_running_loop
 
 
@@ -712,7 +714,6 @@ cdef class _TaskWaiter:
     (call_soon_threadsafe)."""
     cdef fs_waiter node
     cdef object loop
-    cdef unsigned long loop_thread  # the thread the loop runs in
     cdef object future  # what the task awaits, or None while it runs
     cdef bint woken     # told since the task last looked
     cdef object timer
@@ -733,9 +734,12 @@ cdef class _TaskWaiter:
 
     cdef int deliver(self) except -1:
         global _woke_a_loop
-        if PyThread_get_thread_ident() == self.loop_thread:
-            # In the loop's own thread (whether the loop runs now or later):
-            # the future may be resolved now, a loop turn sooner.
+        if _loop_running_here() is self.loop:
+            # Inside the loop's run, in its thread: the future may be
+            # resolved now, a loop turn sooner. Not merely in the thread the
+            # task queued in: a loop may be stopped there and run on in
+            # another, where a future resolved from here would schedule its
+            # task without waking the loop's selector.
             self.wake_now()
         else:
             self.loop.call_soon_threadsafe(self._wake)
@@ -843,7 +847,6 @@ async def _async_acquire(Semaphore self, object blocking, object timeout, object
         loop = _this_tasks_loop()
         waiter = _TaskWaiter.__new__(_TaskWaiter)
         waiter.loop = loop
-        waiter.loop_thread = PyThread_get_thread_ident()
         # A wake-up reaches the waiter in the loop's thread, where this code
         # runs until its next await: none can come before the future is made.
         rc = fs_sem_acquire_or_enqueue_notified(&self._sem, &waiter.node, count,
