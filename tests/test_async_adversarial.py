@@ -659,6 +659,57 @@ def test_eager_tasks(impl):
 # Garbage collection.
 
 
+def test_a_waiting_task_nobody_references_is_not_collected(impl):
+    # asyncio.Semaphore keeps a waiting task alive through its queue of
+    # futures, so the fire-and-forget pattern works: create_task() with the
+    # task dropped, then the task waits. Here too: the semaphore's queue
+    # keeps the task alive until its turn comes, and it then runs.
+    sem = impl.Semaphore(0)
+    ran: list[int] = []
+
+    async def body() -> None:
+        async def worker(i: int) -> None:
+            async with sem:
+                ran.append(i)
+
+        for i in range(3):
+            asyncio.ensure_future(worker(i))  # noqa: RUF006 (the task is not kept)
+        await queued(sem, 3)
+        gc.collect()
+        assert sem.waiting == 3
+        sem.release()
+        await until(lambda: len(ran) == 3, "the dropped tasks to run")
+
+    run(body)
+    assert ran == [0, 1, 2]
+    settled(sem, 1)
+
+
+def test_a_dropped_task_waiting_on_a_pool_gets_its_resource():
+    # The same through ResourcePool, which waits on its semaphore (of the
+    # implementation in use).
+    from fastsem import ResourcePool
+
+    pool = ResourcePool(object, max_size=1)
+    used: list[object] = []
+
+    async def body() -> None:
+        async def worker() -> None:
+            async with pool.async_lease() as res:
+                used.append(res)
+
+        held = await pool.async_acquire()
+        asyncio.ensure_future(worker())  # noqa: RUF006 (the task is not kept)
+        await until(lambda: pool.stats()["waiting"] == 1, "the task to queue")
+        gc.collect()
+        pool.release(held)
+        await until(lambda: len(used) == 1, "the dropped task to run")
+
+    run(body)
+    assert pool.stats()["waiting"] == 0
+    pool.close()
+
+
 def test_a_semaphore_and_its_waiting_task_dropped_together(impl):
     # Nothing refers to the semaphore nor to its waiting task any more:
     # both may go (the task's coroutine leaves the queue on its way), with

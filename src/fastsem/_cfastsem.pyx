@@ -206,6 +206,7 @@ cdef class Semaphore:
     cdef fs_sem _sem
     cdef bint _initialized
     cdef object _tracker  # a HolderTracker, or None (the default: no cost)
+    cdef object _task_roots  # the queued tasks' waiters (a set, made at the first), or None
     cdef object __weakref__
 
     def __cinit__(self):
@@ -681,6 +682,18 @@ cdef inline object _new_future(object loop):
 
 
 cdef object _asyncio_import_lock = threading.Lock()
+cdef object _task_roots_lock = threading.Lock()
+
+
+cdef object _task_roots_of(Semaphore sem):
+    # The set through which the semaphore keeps its queued tasks alive (see
+    # _async_acquire), made at its first task wait. Read and made under a
+    # lock: on a free-threaded build two loops' threads may come at once,
+    # and replacing the field under a reader could free what it just read.
+    with _task_roots_lock:
+        if sem._task_roots is None:
+            sem._task_roots = set()
+        return sem._task_roots
 
 
 cdef inline object _this_tasks_loop():
@@ -714,6 +727,7 @@ cdef class _TaskWaiter:
     (call_soon_threadsafe)."""
     cdef fs_waiter node
     cdef object loop
+    cdef object roots   # the semaphore's _task_roots
     cdef object future  # what the task awaits, or None while it runs
     cdef bint woken     # told since the task last looked
     cdef object timer
@@ -770,6 +784,10 @@ cdef int _notify_task(fs_waiter *node) noexcept nogil:
                         break
                 except BaseException:
                     pass
+        # Told, the task is the loop's to keep alive (its wake-up is queued
+        # there); not told, it never runs again and may be collected. A
+        # wait that goes on puts it back before its next look.
+        waiter.roots.discard(waiter)
         if interrupted:
             PyErr_SetInterrupt()
         return 0 if delivered else 1
@@ -847,6 +865,16 @@ async def _async_acquire(Semaphore self, object blocking, object timeout, object
         loop = _this_tasks_loop()
         waiter = _TaskWaiter.__new__(_TaskWaiter)
         waiter.loop = loop
+        # While it waits untold, only the semaphore refers to the task (the
+        # core's node does not count): asyncio keeps no strong reference to
+        # a task, and asyncio.Semaphore's queue of futures is what keeps a
+        # task nobody else refers to alive until its turn. The waiter is in
+        # the semaphore's roots from before it queues and before each look,
+        # and leaves them when a notification is sent (_notify_task) and
+        # when its wait ends, so that a notification after the look always
+        # takes it out.
+        waiter.roots = _task_roots_of(self)
+        waiter.roots.add(waiter)
         # A wake-up reaches the waiter in the loop's thread, where this code
         # runs until its next await: none can come before the future is made.
         rc = fs_sem_acquire_or_enqueue_notified(&self._sem, &waiter.node, count,
@@ -870,6 +898,7 @@ async def _async_acquire(Semaphore self, object blocking, object timeout, object
                             waiter.timer.cancel()
                             waiter.timer = None
                     waiter.woken = False
+                    waiter.roots.add(waiter)
                     rc = fs_sem_poll(&self._sem, &waiter.node, deadline)
                     if rc == FS_IN_FLIGHT:
                         with nogil:
@@ -884,9 +913,11 @@ async def _async_acquire(Semaphore self, object blocking, object timeout, object
                 # raises, the node is out already.
                 with nogil:
                     fs_sem_cancel(&self._sem, &waiter.node)
+                waiter.roots.discard(waiter)
                 if waiter.timer is not None:
                     waiter.timer.cancel()
                 raise
+        waiter.roots.discard(waiter)
     if rc != FS_OK:
         if rc == FS_WOULD_BLOCK or rc == FS_TIMEOUT:
             return False
