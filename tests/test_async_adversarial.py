@@ -39,14 +39,16 @@ KINDS = ["Semaphore", "BoundedSemaphore"]
 class LoopRun:
     """Runs a coroutine function on a new loop in a thread of its own, as
     asyncio.run() does (the remaining tasks cancelled, async generators shut
-    down), and records every context the loop's exception handler is given:
-    asyncio's reports of a task destroyed while pending, of an exception
-    never retrieved, of a callback that raised."""
+    down; a body that returns must have left none pending), and records
+    every context the loop's exception handler is given: asyncio's reports
+    of a task destroyed while pending, of an exception never retrieved, of
+    a callback that raised."""
 
     def __init__(self, debug: bool = False, loop_factory: Callable[[], Any] | None = None):
         self.debug = debug
         self.loop_factory = loop_factory or asyncio.new_event_loop
         self.reports: list[dict[str, Any]] = []
+        self.pending: list[str] = []  # tasks left when the body returned
 
     def _report(self, loop: Any, context: dict[str, Any]) -> None:
         self.reports.append(context)
@@ -66,6 +68,7 @@ class LoopRun:
             finally:
                 try:
                     rest = asyncio.all_tasks(loop)
+                    self.pending = [repr(task) for task in rest]
                     for task in rest:
                         task.cancel()
                     if rest:
@@ -83,6 +86,7 @@ class LoopRun:
         returned, value = outcome[0]
         if not returned:
             raise value
+        assert self.pending == [], "tasks left pending"
         return value
 
 
