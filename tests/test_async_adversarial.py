@@ -24,7 +24,7 @@ import weakref
 from typing import Any, Callable
 
 import pytest
-from conftest import Waiter, queue_waiters, wait_until
+from conftest import Waiter, _get, queue_waiters, wait_until
 from test_async import TIMEOUT, LoopThread, until
 
 from fastsem import SemaphoreClosed
@@ -133,6 +133,40 @@ def test_what_async_acquire_returns_is_an_awaitable_coroutine(impl):
     finally:
         coro.close()  # never started: takes nothing, and no warning
     assert sem.value == 1
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            "c",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason=(
+                    "the binding's methods are built-in methods returning a Cython coroutine: "
+                    "inspect sees neither as a coroutine function nor a native coroutine; "
+                    "binding=True async def methods might fix the first, at a cost per call"
+                ),
+            ),
+        ),
+        "python",
+    ],
+)
+def test_inspect_sees_coroutine_functions_as_for_asyncio_semaphore(name):
+    # Frameworks choose between awaiting a callable and running it in a
+    # thread with inspect.iscoroutinefunction(); asyncio.Semaphore's
+    # acquire() passes, and so does the pure-Python twin's async_acquire().
+    # The C class's does not: handed to such a framework, its coroutine
+    # would be made and never awaited, and Cython's coroutines do not warn.
+    impl = _get(name)
+    sem = impl.Semaphore(1)
+    assert inspect.iscoroutinefunction(asyncio.Semaphore.acquire)
+    assert inspect.iscoroutinefunction(sem.async_acquire)
+    coro = sem.async_acquire()
+    try:
+        assert inspect.iscoroutine(coro)
+    finally:
+        coro.close()
 
 
 def test_made_outside_a_loop_and_awaited_inside_one(impl):
