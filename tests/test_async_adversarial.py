@@ -313,6 +313,42 @@ def test_cancelled_before_its_first_step(impl):
     assert sem.statistics().acquisitions == 0
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            "c",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason=(
+                    "the binding's uncontended __aenter__ takes the permit when called, "
+                    "not when awaited (its done awaitable is what makes `async with` cheap); "
+                    "a task made of it and cancelled before its first step keeps the permit"
+                ),
+            ),
+        ),
+        "python",
+    ],
+)
+def test_aenter_wrapped_in_a_task_cancelled_before_its_first_step(name):
+    # `async with` calls __aenter__ and awaits it in one step, so nothing
+    # can come in between. A caller that wraps the call in a task (or
+    # wait_for(), gather()) and cancels it before the task first runs never
+    # sees a permit: asyncio.Semaphore's __aenter__, a coroutine function,
+    # takes none then, and neither does the pure-Python twin's.
+    impl = _get(name)
+    sem = impl.Semaphore(1)
+
+    async def body() -> None:
+        task = asyncio.ensure_future(sem.__aenter__())
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(body)
+    assert sem.value == 1
+
+
 class Thrown(Exception):
     pass
 
