@@ -206,6 +206,7 @@ cdef class Semaphore:
     cdef fs_sem _sem
     cdef bint _initialized
     cdef object _tracker  # a HolderTracker, or None (the default: no cost)
+    cdef object _task_roots  # the queued tasks' waiters (a set, made at the first), or None
     cdef object __weakref__
 
     def __cinit__(self):
@@ -667,6 +668,7 @@ cdef inline object _exit(Semaphore self):
 # at the first wait of a task, never by importing fastsem.
 
 cdef object _running_loop = None  # the current thread's running loop, or RuntimeError
+cdef object _loop_running_here = None  # the current thread's running loop, or None
 cdef object _Future = None        # asyncio.Future
 cdef object _base_create_future = None  # BaseEventLoop.create_future
 
@@ -680,6 +682,18 @@ cdef inline object _new_future(object loop):
 
 
 cdef object _asyncio_import_lock = threading.Lock()
+cdef object _task_roots_lock = threading.Lock()
+
+
+cdef object _task_roots_of(Semaphore sem):
+    # The set through which the semaphore keeps its queued tasks alive (see
+    # _async_acquire), made at its first task wait. Read and made under a
+    # lock: on a free-threaded build two loops' threads may come at once,
+    # and replacing the field under a reader could free what it just read.
+    with _task_roots_lock:
+        if sem._task_roots is None:
+            sem._task_roots = set()
+        return sem._task_roots
 
 
 cdef inline object _this_tasks_loop():
@@ -691,7 +705,7 @@ cdef inline object _this_tasks_loop():
 cdef void _import_asyncio() except *:
     # Once, under a lock: on a free-threaded build two threads replacing a
     # global at once could free the object the other just read.
-    global _running_loop, _Future, _base_create_future
+    global _running_loop, _loop_running_here, _Future, _base_create_future
     with _asyncio_import_lock:
         if _running_loop is None:
             import asyncio.base_events
@@ -699,6 +713,7 @@ cdef void _import_asyncio() except *:
             import asyncio.futures
             _Future = asyncio.futures.Future
             _base_create_future = asyncio.base_events.BaseEventLoop.create_future
+            _loop_running_here = asyncio.events._get_running_loop
             _running_loop = asyncio.events.get_running_loop
 
 
@@ -712,7 +727,7 @@ cdef class _TaskWaiter:
     (call_soon_threadsafe)."""
     cdef fs_waiter node
     cdef object loop
-    cdef unsigned long loop_thread  # the thread the loop runs in
+    cdef object roots   # the semaphore's _task_roots
     cdef object future  # what the task awaits, or None while it runs
     cdef bint woken     # told since the task last looked
     cdef object timer
@@ -733,9 +748,12 @@ cdef class _TaskWaiter:
 
     cdef int deliver(self) except -1:
         global _woke_a_loop
-        if PyThread_get_thread_ident() == self.loop_thread:
-            # In the loop's own thread (whether the loop runs now or later):
-            # the future may be resolved now, a loop turn sooner.
+        if _loop_running_here() is self.loop:
+            # Inside the loop's run, in its thread: the future may be
+            # resolved now, a loop turn sooner. Not merely in the thread the
+            # task queued in: a loop may be stopped there and run on in
+            # another, where a future resolved from here would schedule its
+            # task without waking the loop's selector.
             self.wake_now()
         else:
             self.loop.call_soon_threadsafe(self._wake)
@@ -766,6 +784,10 @@ cdef int _notify_task(fs_waiter *node) noexcept nogil:
                         break
                 except BaseException:
                     pass
+        # Told, the task is the loop's to keep alive (its wake-up is queued
+        # there); not told, it never runs again and may be collected. A
+        # wait that goes on puts it back before its next look.
+        waiter.roots.discard(waiter)
         if interrupted:
             PyErr_SetInterrupt()
         return 0 if delivered else 1
@@ -843,7 +865,16 @@ async def _async_acquire(Semaphore self, object blocking, object timeout, object
         loop = _this_tasks_loop()
         waiter = _TaskWaiter.__new__(_TaskWaiter)
         waiter.loop = loop
-        waiter.loop_thread = PyThread_get_thread_ident()
+        # While it waits untold, only the semaphore refers to the task (the
+        # core's node does not count): asyncio keeps no strong reference to
+        # a task, and asyncio.Semaphore's queue of futures is what keeps a
+        # task nobody else refers to alive until its turn. The waiter is in
+        # the semaphore's roots from before it queues and before each look,
+        # and leaves them when a notification is sent (_notify_task) and
+        # when its wait ends, so that a notification after the look always
+        # takes it out.
+        waiter.roots = _task_roots_of(self)
+        waiter.roots.add(waiter)
         # A wake-up reaches the waiter in the loop's thread, where this code
         # runs until its next await: none can come before the future is made.
         rc = fs_sem_acquire_or_enqueue_notified(&self._sem, &waiter.node, count,
@@ -867,6 +898,7 @@ async def _async_acquire(Semaphore self, object blocking, object timeout, object
                             waiter.timer.cancel()
                             waiter.timer = None
                     waiter.woken = False
+                    waiter.roots.add(waiter)
                     rc = fs_sem_poll(&self._sem, &waiter.node, deadline)
                     if rc == FS_IN_FLIGHT:
                         with nogil:
@@ -881,9 +913,11 @@ async def _async_acquire(Semaphore self, object blocking, object timeout, object
                 # raises, the node is out already.
                 with nogil:
                     fs_sem_cancel(&self._sem, &waiter.node)
+                waiter.roots.discard(waiter)
                 if waiter.timer is not None:
                     waiter.timer.cancel()
                 raise
+        waiter.roots.discard(waiter)
     if rc != FS_OK:
         if rc == FS_WOULD_BLOCK or rc == FS_TIMEOUT:
             return False
