@@ -146,3 +146,30 @@ def test_ctrl_c_in_a_child_forked_from_another_thread(impl):
     forker.start()
     forker.join(60)
     assert status == [0]
+
+
+def test_a_task_waits_in_a_loop_of_its_own_in_a_child_forked_from_a_running_loop(impl):
+    # The child inherits the parent's loop object, which says it runs in the
+    # thread that forked: a task of the child's own loop must still wait on
+    # that loop, not on the parent's copy.
+    import asyncio
+
+    sem = impl.Semaphore(0)
+
+    async def in_parent() -> int:
+        async def queue_then_release() -> bool:
+            releaser = threading.Timer(0.05, sem.release)
+            releaser.start()
+            got = await sem.async_acquire(timeout=5)
+            releaser.join()
+            return bool(got)
+
+        # A task wait here first, so that the binding has seen this loop.
+        assert await queue_then_release()
+
+        def child() -> bool:
+            return asyncio.run(queue_then_release()) and sem.value == 0
+
+        return fork_and_check(child)
+
+    assert asyncio.run(in_parent()) == 0

@@ -21,6 +21,7 @@ from libc.stdint cimport int64_t, uint64_t
 import collections.abc
 import os
 import threading
+import weakref
 
 from fastsem._common import (
     COUNT_MAX,
@@ -51,10 +52,13 @@ cdef extern from *:
     """
     #ifdef Py_GIL_DISABLED
     #define FASTSEM_GIL_GRACE_NS 0
+    #define FASTSEM_GIL_DISABLED 1
     #else
     #define FASTSEM_GIL_GRACE_NS 1000
+    #define FASTSEM_GIL_DISABLED 0
     #endif
     """
+    bint GIL_DISABLED "FASTSEM_GIL_DISABLED"
     # A waiter whose wake-up came while it spun (so, within microseconds of
     # the release: a grant, or in non-fair mode a call to compete) waits this
     # long before it asks for the GIL: the releasing thread usually lets go
@@ -83,10 +87,17 @@ cdef inline void _spin_for(fs_time ns) noexcept nogil:
         fs_cpu_relax()
 
 
+# A weak reference to the event loop that ran the last task wait here, or
+# None (see _this_tasks_loop).
+cdef object _last_loop = None
+
+
 def _after_fork_in_child():
-    # The thread that called fork() is the child's main thread.
-    global _main_thread_ident
+    # The thread that called fork() is the child's main thread; the parent's
+    # loops do not run here.
+    global _main_thread_ident, _last_loop
     _main_thread_ident = PyThread_get_thread_ident()
+    _last_loop = None
 
 
 if hasattr(os, "register_at_fork"):
@@ -687,9 +698,13 @@ cdef object _task_roots_lock = threading.Lock()
 
 cdef object _task_roots_of(Semaphore sem):
     # The set through which the semaphore keeps its queued tasks alive (see
-    # _async_acquire), made at its first task wait. Read and made under a
-    # lock: on a free-threaded build two loops' threads may come at once,
-    # and replacing the field under a reader could free what it just read.
+    # _async_acquire), made at its first task wait and never replaced. With
+    # the GIL, a read that finds it made needs nothing more. Without, it is
+    # read and made under a lock: two loops' threads may come at once, and
+    # a reader must not see the field before the set it points to.
+    roots = sem._task_roots
+    if roots is not None and not GIL_DISABLED:
+        return roots
     with _task_roots_lock:
         if sem._task_roots is None:
             sem._task_roots = set()
@@ -697,9 +712,28 @@ cdef object _task_roots_of(Semaphore sem):
 
 
 cdef inline object _this_tasks_loop():
+    # This thread's running loop. asyncio.get_running_loop() makes a system
+    # call (getpid, to tell a fork child's stale loop) on CPython 3.11 and
+    # before: the loop that ran the last task wait is taken instead when it
+    # runs in this thread now (_runs_here), as one thread runs one loop at a
+    # time; a fork child forgets it. With the GIL only: without, replacing
+    # the module global under a reader could free what it just read.
+    # The reference is weak: a closed loop may still hold the handles of
+    # tasks that must be collected for their grants to pass on.
+    global _last_loop
+    if not GIL_DISABLED and _last_loop is not None:
+        loop = _last_loop()
+        if loop is not None and _runs_here(loop):
+            return loop
     if _running_loop is None:
         _import_asyncio()
-    return _running_loop()
+    loop = _running_loop()
+    if not GIL_DISABLED:
+        try:
+            _last_loop = weakref.ref(loop)
+        except TypeError:  # a loop type without weak references: not cached
+            _last_loop = None
+    return loop
 
 
 cdef void _import_asyncio() except *:
@@ -748,7 +782,7 @@ cdef class _TaskWaiter:
 
     cdef int deliver(self) except -1:
         global _woke_a_loop
-        if _loop_running_here() is self.loop:
+        if _runs_here(self.loop):
             # Inside the loop's run, in its thread: the future may be
             # resolved now, a loop turn sooner. Not merely in the thread the
             # task queued in: a loop may be stopped there and run on in
@@ -759,6 +793,18 @@ cdef class _TaskWaiter:
             self.loop.call_soon_threadsafe(self._wake)
             _woke_a_loop = 1
         return 0
+
+
+cdef inline bint _runs_here(object loop) except -1:
+    # Whether this thread is inside `loop`'s run now. asyncio's own loops
+    # say which thread runs them (_thread_id, set for the length of
+    # run_forever): one attribute, a fraction of the cost of asking asyncio
+    # for this thread's running loop, which other loops are asked through.
+    try:
+        thread_id = loop._thread_id
+    except AttributeError:
+        return _loop_running_here() is loop
+    return thread_id is not None and thread_id == PyThread_get_thread_ident()
 
 
 cdef int _notify_task(fs_waiter *node) noexcept nogil:
@@ -786,7 +832,7 @@ cdef int _notify_task(fs_waiter *node) noexcept nogil:
                     pass
         # Told, the task is the loop's to keep alive (its wake-up is queued
         # there); not told, it never runs again and may be collected. A
-        # wait that goes on puts it back before its next look.
+        # wait that goes on puts it back after a look that finds it queued.
         waiter.roots.discard(waiter)
         if interrupted:
             PyErr_SetInterrupt()
@@ -869,10 +915,12 @@ async def _async_acquire(Semaphore self, object blocking, object timeout, object
         # core's node does not count): asyncio keeps no strong reference to
         # a task, and asyncio.Semaphore's queue of futures is what keeps a
         # task nobody else refers to alive until its turn. The waiter is in
-        # the semaphore's roots from before it queues and before each look,
-        # and leaves them when a notification is sent (_notify_task) and
-        # when its wait ends, so that a notification after the look always
-        # takes it out.
+        # the semaphore's roots from before it queues, leaves them when a
+        # notification is sent (_notify_task), is put back after a look that
+        # finds it still queued, and leaves them when its wait ends. A
+        # notification that comes between that look and the put-back finds
+        # it out already: it then stays rooted while its wake-up is on the
+        # way, and is taken out at the latest when its wait ends.
         waiter.roots = _task_roots_of(self)
         waiter.roots.add(waiter)
         # A wake-up reaches the waiter in the loop's thread, where this code
@@ -898,7 +946,6 @@ async def _async_acquire(Semaphore self, object blocking, object timeout, object
                             waiter.timer.cancel()
                             waiter.timer = None
                     waiter.woken = False
-                    waiter.roots.add(waiter)
                     rc = fs_sem_poll(&self._sem, &waiter.node, deadline)
                     if rc == FS_IN_FLIGHT:
                         with nogil:
@@ -906,6 +953,7 @@ async def _async_acquire(Semaphore self, object blocking, object timeout, object
                         waiter.woken = True  # look again at once
                     elif rc != FS_QUEUED:
                         break
+                    waiter.roots.add(waiter)
             except BaseException:
                 # Cancelled (or the coroutine closed): leave the queue, passing
                 # on a grant that came meanwhile. The core may wait here for a
