@@ -135,22 +135,19 @@ def test_what_async_acquire_returns_is_an_awaitable_coroutine(impl):
     assert sem.value == 1
 
 
+def c_row_falls_short(reason: str) -> list:
+    """The two rows, "c" a strict xfail for `reason`: where the binding is
+    known to differ from asyncio.Semaphore and the pure-Python twin."""
+    return [pytest.param("c", marks=pytest.mark.xfail(strict=True, reason=reason)), "python"]
+
+
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(
-            "c",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "the binding's methods are built-in methods returning a Cython coroutine: "
-                    "inspect sees neither as a coroutine function nor a native coroutine; "
-                    "binding=True async def methods might fix the first, at a cost per call"
-                ),
-            ),
-        ),
-        "python",
-    ],
+    c_row_falls_short(
+        "the binding's methods are built-in methods returning a Cython coroutine: "
+        "inspect sees neither as a coroutine function nor a native coroutine; "
+        "binding=True async def methods might fix the first, at a cost per call"
+    ),
 )
 def test_inspect_sees_coroutine_functions_as_for_asyncio_semaphore(name):
     # Frameworks choose between awaiting a callable and running it in a
@@ -315,20 +312,11 @@ def test_cancelled_before_its_first_step(impl):
 
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(
-            "c",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "the binding's uncontended __aenter__ takes the permit when called, "
-                    "not when awaited (its done awaitable is what makes `async with` cheap); "
-                    "a task made of it and cancelled before its first step keeps the permit"
-                ),
-            ),
-        ),
-        "python",
-    ],
+    c_row_falls_short(
+        "the binding's uncontended __aenter__ takes the permit when called, "
+        "not when awaited (its done awaitable is what makes `async with` cheap); "
+        "a task made of it and cancelled before its first step keeps the permit"
+    ),
 )
 def test_aenter_wrapped_in_a_task_cancelled_before_its_first_step(name):
     # `async with` calls __aenter__ and awaits it in one step, so nothing
